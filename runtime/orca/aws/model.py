@@ -1,0 +1,56 @@
+"""Plain values that cross the AWS edge, free of boto3 types."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Literal
+
+Market = Literal["on-demand", "spot"]
+
+# EC2 instance states; "gone" covers both shutting-down and terminated.
+LIVE_STATES = frozenset({"pending", "running", "stopping", "stopped"})
+
+
+@dataclass(frozen=True)
+class LaunchRequest:
+    """Everything one RunInstances call needs; exactly one instance is asked for."""
+
+    instance_type: str
+    subnet_id: str
+    launch_template_id: str
+    client_token: str
+    user_data: str
+    tags: Mapping[str, str]
+    market: Market = "on-demand"
+    max_spot_price: Decimal | None = None  # USD per hour; None means the on-demand price
+    root_volume_gib: int | None = None
+    root_device_name: str = "/dev/xvda"
+
+
+@dataclass(frozen=True)
+class Instance:
+    """What ORCA needs to know of one EC2 instance."""
+
+    instance_id: str
+    instance_type: str
+    state: str
+    availability_zone: str
+    launch_time: datetime
+    tags: Mapping[str, str] = field(default_factory=dict)
+    private_ip: str | None = None
+    spot: bool = False
+    state_reason: str | None = None
+
+    @property
+    def live(self) -> bool:
+        return self.state in LIVE_STATES
+
+
+@dataclass(frozen=True)
+class Subnet:
+    subnet_id: str
+    availability_zone: str
+    vpc_id: str
