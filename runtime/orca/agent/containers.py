@@ -1,0 +1,297 @@
+"""The Docker invocations for a pod: pure functions of the pod's spec, pinned by unit tests.
+
+The instance's AMI (ECS-optimized AL2023, NVIDIA container toolkit on the GPU
+variant) ships Docker, so the agent drives the ``docker`` CLI; this module only
+says *what* to run, :mod:`orca.agent.docker` runs it. The mapping follows the
+kubelet's:
+
+- one pod per instance, so containers share the host's network namespace
+  (``--network host``): the pod IP is the instance's private IP, and
+  ``ports`` need no publishing;
+- ``command`` replaces the image entrypoint (``--entrypoint`` takes the first
+  element, the rest go before ``args``); ``args`` alone keep the entrypoint;
+  ``$(VAR)`` references are expanded from the container's env as Kubernetes does;
+- environment values never appear on a command line (``ps`` and logs show
+  those): single-line values go through an ``--env-file`` the caller writes
+  0600 and deletes after ``docker create``; values with a newline (which env
+  files cannot hold) are passed as ``-e NAME`` with the value in the docker CLI
+  process's own environment;
+- ``limits.cpu`` -> ``--cpus``, ``limits.memory`` -> ``--memory`` with an equal
+  ``--memory-swap`` (no swap, so exceeding the limit is an OOM kill, exit 137),
+  ``nvidia.com/gpu`` -> ``--gpus``;
+- ``emptyDir`` volumes are Docker volumes named per pod and mounted in each
+  container that lists them (``medium: Memory`` makes a tmpfs-backed volume).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from orca import tags
+from orca.agent import quantities
+
+GPU_RESOURCE = "nvidia.com/gpu"
+CONTAINER_LABEL = tags.PREFIX + "container"
+# Docker's --ulimit defaults on the ECS AMI are low for training jobs; containerd under
+# the kubelet gives 1048576 open files, and NCCL over EFA needs unlimited locked memory.
+DEFAULT_ULIMITS = ("nofile=1048576:1048576", "memlock=-1:-1")
+# Kubernetes' projected service-account token volume: there is no API server to
+# serve a token to on the instance, so the volume is left out (see plan_volumes).
+_SERVICE_ACCOUNT_VOLUME = re.compile(r"^kube-api-access-")
+_REFERENCE = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """What the host's Docker can do; the emulator's hosts have no GPU and fixed rlimits."""
+
+    ulimits: tuple[str, ...] = DEFAULT_ULIMITS
+    gpus: bool = True
+
+
+@dataclass(frozen=True)
+class PodRef:
+    uid: str
+    namespace: str
+    name: str
+
+    @property
+    def short_uid(self) -> str:
+        return self.uid.replace("-", "")[:8]
+
+
+@dataclass(frozen=True)
+class DockerVolume:
+    """One pod volume as a Docker volume."""
+
+    pod_volume: str
+    name: str
+    tmpfs_size: str | None = None
+    tmpfs: bool = False
+
+
+@dataclass(frozen=True)
+class VolumePlan:
+    volumes: dict[str, DockerVolume] = field(default_factory=dict)
+    skipped: tuple[str, ...] = ()
+    unsupported: tuple[str, ...] = ()
+    # Docker volume name -> its directory on the host, for subPath mounts.
+    mountpoints: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CreateInvocation:
+    """``docker create`` for one container: arguments, env-file lines, and CLI environment."""
+
+    argv: tuple[str, ...]
+    env_file_lines: tuple[str, ...]
+    cli_env: Mapping[str, str]
+
+
+def container_name(pod: PodRef, container: str) -> str:
+    return f"orca-{pod.short_uid}-{container}"
+
+
+def volume_name(pod: PodRef, volume: str) -> str:
+    return f"orca-{pod.short_uid}-{volume}"
+
+
+def labels(pod: PodRef, container: str | None = None) -> list[str]:
+    """``--label`` arguments; the pod-uid label lets a cleanup find everything of a pod."""
+    args = ["--label", f"{tags.POD_UID}={pod.uid}", "--label", f"{tags.POD}={pod.namespace}/{pod.name}"]
+    if container is not None:
+        args += ["--label", f"{CONTAINER_LABEL}={container}"]
+    return args
+
+
+def pull_policy(container: Mapping[str, Any]) -> str:
+    """imagePullPolicy, defaulted as the API server does (Always for :latest or no tag)."""
+    policy = container.get("imagePullPolicy")
+    if policy:
+        return str(policy)
+    image = str(container["image"])
+    if "@" in image:
+        return "IfNotPresent"
+    last = image.rsplit("/", 1)[-1]
+    tag = last.split(":", 1)[1] if ":" in last else "latest"
+    return "Always" if tag == "latest" else "IfNotPresent"
+
+
+def plan_volumes(pod: PodRef, spec: Mapping[str, Any]) -> VolumePlan:
+    """The Docker volumes for a pod's ``volumes``, and those that cannot be had here."""
+    volumes: dict[str, DockerVolume] = {}
+    skipped: list[str] = []
+    unsupported: list[str] = []
+    for volume in spec.get("volumes") or []:
+        name = str(volume["name"])
+        if "emptyDir" in volume:
+            empty_dir = volume["emptyDir"] or {}
+            size = empty_dir.get("sizeLimit")
+            volumes[name] = DockerVolume(
+                pod_volume=name,
+                name=volume_name(pod, name),
+                tmpfs=empty_dir.get("medium") == "Memory",
+                tmpfs_size=quantities.docker_bytes(size) if size is not None else None,
+            )
+        elif "projected" in volume and _SERVICE_ACCOUNT_VOLUME.match(name):
+            skipped.append(name)
+        else:
+            kind = next((key for key in volume if key != "name"), "unknown")
+            unsupported.append(f"{name} ({kind})")
+    return VolumePlan(volumes=volumes, skipped=tuple(skipped), unsupported=tuple(unsupported))
+
+
+def volume_create_argv(pod: PodRef, volume: DockerVolume) -> list[str]:
+    argv = ["volume", "create", *labels(pod)]
+    if volume.tmpfs:
+        options = ["--driver", "local", "--opt", "type=tmpfs", "--opt", "device=tmpfs"]
+        if volume.tmpfs_size:
+            options += ["--opt", f"o=size={volume.tmpfs_size}"]
+        argv += options
+    return [*argv, volume.name]
+
+
+def gpu_assignments(containers: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """The ``--gpus`` value of each container that asks for GPUs.
+
+    Containers that run at the same time get disjoint devices, as the NVIDIA
+    device plugin would give them; a container alone with GPUs gets a count.
+    Init containers run one by one, so each list is assigned on its own.
+    """
+    wanted = {
+        str(c["name"]): quantities.count(_limits(c).get(GPU_RESOURCE, 0))
+        for c in containers
+        if quantities.count(_limits(c).get(GPU_RESOURCE, 0)) > 0
+    }
+    if len(wanted) == 1:
+        return {name: str(n) for name, n in wanted.items()}
+    assigned: dict[str, str] = {}
+    next_device = 0
+    for name, n in wanted.items():
+        devices = ",".join(str(d) for d in range(next_device, next_device + n))
+        # The CLI parses --gpus as CSV, so a list of devices must be quoted.
+        assigned[name] = f'"device={devices}"'
+        next_device += n
+    return assigned
+
+
+def expand_references(text: str, env: Mapping[str, str]) -> str:
+    """Kubernetes' ``$(VAR)`` expansion: defined names are replaced, ``$$`` escapes."""
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name = match.group(1)
+        return env.get(name, match.group(0))
+
+    return _REFERENCE.sub(replace, text)
+
+
+def create_invocation(
+    *,
+    pod: PodRef,
+    spec: Mapping[str, Any],
+    container: Mapping[str, Any],
+    env: Mapping[str, str],
+    volumes: VolumePlan,
+    gpus: str | None,
+    env_file: str | None,
+    options: RuntimeOptions,
+) -> CreateInvocation:
+    """``docker create`` arguments for one container of the pod (the values of env excluded)."""
+    name = str(container["name"])
+    argv = ["create", "--name", container_name(pod, name), "--network", "host"]
+    argv += ["--pull", "never", *labels(pod, name)]
+    for ulimit in options.ulimits:
+        argv += ["--ulimit", ulimit]
+    argv += _resource_args(container, gpus if options.gpus else None)
+    argv += _security_args(spec, container)
+    if container.get("workingDir"):
+        argv += ["-w", str(container["workingDir"])]
+
+    # Env values go to the env file or the CLI's environment, never to argv.
+    file_lines = tuple(f"{k}={v}" for k, v in env.items() if "\n" not in v)
+    cli_env = {k: v for k, v in env.items() if "\n" in v}
+    if file_lines:
+        if env_file is None:
+            raise ValueError(f"container {name} has environment but no env file was given")
+        argv += ["--env-file", env_file]
+    for key in cli_env:
+        argv += ["-e", key]
+
+    for mount in container.get("volumeMounts") or []:
+        argv += _mount_args(mount, volumes)
+
+    command = [expand_references(str(c), env) for c in container.get("command") or []]
+    args = [expand_references(str(a), env) for a in container.get("args") or []]
+    if command:
+        argv += ["--entrypoint", command[0]]
+        args = command[1:] + args
+    argv += [str(container["image"]), *args]
+    return CreateInvocation(argv=tuple(argv), env_file_lines=file_lines, cli_env=cli_env)
+
+
+def _limits(container: Mapping[str, Any]) -> Mapping[str, Any]:
+    return (container.get("resources") or {}).get("limits") or {}
+
+
+def _resource_args(container: Mapping[str, Any], gpus: str | None) -> list[str]:
+    limits = _limits(container)
+    args: list[str] = []
+    if "cpu" in limits:
+        args += ["--cpus", quantities.docker_cpus(limits["cpu"])]
+    if "memory" in limits:
+        memory = quantities.docker_bytes(limits["memory"])
+        args += ["--memory", memory, "--memory-swap", memory]
+    if gpus is not None:
+        args += ["--gpus", gpus]
+    return args
+
+
+def _security_args(spec: Mapping[str, Any], container: Mapping[str, Any]) -> list[str]:
+    # Container-level securityContext fields override the pod-level ones.
+    pod_context = spec.get("securityContext") or {}
+    context = {**pod_context, **(container.get("securityContext") or {})}
+    args: list[str] = []
+    user = context.get("runAsUser")
+    group = context.get("runAsGroup")
+    if user is not None:
+        args += ["--user", f"{user}:{group}" if group is not None else str(user)]
+    elif group is not None:
+        # Docker has no group-only form; uid 0 is what an image without USER runs as.
+        args += ["--user", f"0:{group}"]
+    if context.get("readOnlyRootFilesystem"):
+        args.append("--read-only")
+    return args
+
+
+def _mount_args(mount: Mapping[str, Any], volumes: VolumePlan) -> list[str]:
+    pod_volume = str(mount["name"])
+    if pod_volume in volumes.skipped:
+        return []
+    volume = volumes.volumes.get(pod_volume)
+    if volume is None:
+        raise ValueError(f"volumeMount {pod_volume!r} names no volume this instance can provide")
+    target = str(mount["mountPath"])
+    sub_path = mount.get("subPath")
+    if sub_path:
+        # Docker 20.10 has no volume-subpath option, so the subdirectory is bind-mounted.
+        base = volumes.mountpoints.get(volume.name)
+        if base is None:
+            raise ValueError(f"subPath of volume {pod_volume!r} needs its mountpoint")
+        fields = ["type=bind", f"source={base}/{sub_path}", f"target={target}"]
+    else:
+        fields = ["type=volume", f"source={volume.name}", f"target={target}"]
+    if mount.get("readOnly"):
+        fields.append("readonly")
+    return ["--mount", ",".join(_csv_field(f) for f in fields)]
+
+
+def _csv_field(text: str) -> str:
+    # The CLI reads --mount as one CSV record.
+    if "," in text or '"' in text:
+        return '"' + text.replace('"', '""') + '"'
+    return text

@@ -1,0 +1,338 @@
+"""The pod contract: what a researcher writes on a pod, checked and resolved.
+
+:func:`resolve_launch` turns a pod's annotations and spec into a
+:class:`LaunchSpec` or raises :class:`ContractError` carrying one
+:class:`Rejection` per problem, each naming the annotation, the value given and
+what is allowed, so the pod's Events tell the researcher exactly what to fix.
+Nothing here talks to AWS or Kubernetes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import durationpy
+
+from orca.aws.model import Market
+from orca.catalog import Catalog, InstanceType
+from orca.resources import effective_requests, fits
+from orca.settings import Settings
+from orca.tags import PREFIX
+
+INSTANCE_TYPE = PREFIX + "instance-type"
+WORKLOAD_TEMPLATE = PREFIX + "workload-template"
+LAUNCH_TYPE = PREFIX + "launch-type"
+MAX_SPOT_PRICE = PREFIX + "max-spot-price"
+CAPACITY_RESERVATION = PREFIX + "capacity-reservation"
+FALLBACK_INSTANCE_TYPES = PREFIX + "fallback-instance-types"
+AVAILABILITY_ZONE = PREFIX + "availability-zone"
+MAX_LIFETIME = PREFIX + "max-lifetime"
+ROOT_VOLUME_GIB = PREFIX + "root-volume-gib"
+
+LAUNCH_TYPES = ("on-demand", "spot")
+# gp3 volumes hold 1 GiB to 16 TiB; the AMIs need 30 GiB for their own root.
+ROOT_VOLUME_RANGE = (30, 16384)
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """One reason a pod cannot burst, in words a researcher can act on."""
+
+    annotation: str
+    value: str | None
+    problem: str
+    allowed: str
+
+    def message(self) -> str:
+        given = "is not set" if self.value is None else f"is {self.value!r}"
+        return f"{self.annotation} {given}: {self.problem}. Allowed: {self.allowed}."
+
+
+class ContractError(Exception):
+    def __init__(self, rejections: Sequence[Rejection]) -> None:
+        self.rejections = tuple(rejections)
+        super().__init__("; ".join(r.message() for r in self.rejections))
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """Exactly what to launch for one pod."""
+
+    instance_type: InstanceType
+    market: Market
+    max_spot_price: Decimal | None
+    availability_zone: str | None
+    lifetime: timedelta
+    lifetime_source: str
+    root_volume_gib: int | None
+    workload_template: str | None
+    launch_template_kind: str
+
+
+def _listing(items: Sequence[str], limit: int = 12) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def _human_duration(value: timedelta) -> str:
+    return durationpy.to_str(value)
+
+
+class _Resolver:
+    """Checks one pod; collects every rejection instead of stopping at the first."""
+
+    def __init__(
+        self,
+        pod: Mapping[str, Any],
+        settings: Settings,
+        catalog: Catalog,
+        zones: Sequence[str],
+    ) -> None:
+        metadata = pod.get("metadata") or {}
+        self.annotations: Mapping[str, str] = metadata.get("annotations") or {}
+        self.spec: Mapping[str, Any] = pod.get("spec") or {}
+        self.settings = settings
+        self.catalog = catalog
+        self.zones = list(zones)
+        self.rejections: list[Rejection] = []
+
+    def reject(self, annotation: str, problem: str, allowed: str) -> None:
+        value = self.annotations.get(annotation)
+        self.rejections.append(Rejection(annotation, value, problem, allowed))
+
+    def resolve(self) -> LaunchSpec:
+        template_name, template = self._workload_template()
+        instance_type = self._instance_type(template)
+        market = self._market(template)
+        price = self._max_spot_price(market, instance_type, template)
+        zone = self._availability_zone()
+        lifetime, lifetime_source = self._lifetime()
+        root_volume = self._root_volume()
+        self._unsupported_yet()
+        kind = self._launch_template_kind(instance_type)
+        if self.rejections:
+            raise ContractError(self.rejections)
+        assert instance_type is not None and kind is not None
+        return LaunchSpec(
+            instance_type=instance_type,
+            market=market,
+            max_spot_price=price,
+            availability_zone=zone,
+            lifetime=lifetime,
+            lifetime_source=lifetime_source,
+            root_volume_gib=root_volume,
+            workload_template=template_name,
+            launch_template_kind=kind,
+        )
+
+    def _workload_template(self) -> tuple[str | None, Any]:
+        name = self.annotations.get(WORKLOAD_TEMPLATE)
+        if name is None:
+            return None, None
+        templates = self.settings.workload_templates
+        if name not in templates:
+            allowed = _listing(sorted(templates)) if templates else "none (this department "
+            if not templates:
+                allowed += "defines no workload templates; name an instance type instead)"
+            self.reject(WORKLOAD_TEMPLATE, "no such workload template", allowed)
+            return name, None
+        return name, templates[name]
+
+    def _instance_type(self, template: Any) -> InstanceType | None:
+        name = self.annotations.get(INSTANCE_TYPE) or (template.instance_type if template else None)
+        if not name:
+            if WORKLOAD_TEMPLATE not in self.annotations:
+                self.reject(
+                    INSTANCE_TYPE,
+                    "an ORCA pod must name the EC2 instance type to launch",
+                    "an exact EC2 type such as g6e.xlarge or p5.48xlarge, or "
+                    f"{WORKLOAD_TEMPLATE} naming one of the department's templates",
+                )
+            return None
+
+        instance_type = self.catalog.get(name)
+        if instance_type is None:
+            hints = self.catalog.close_matches(name)
+            hint = f" (did you mean {' or '.join(hints)}?)" if hints else ""
+            self.reject(
+                INSTANCE_TYPE,
+                f"no such EC2 instance type{hint}",
+                "exact EC2 instance type names, e.g. p5.48xlarge, p6-b200.48xlarge, g6e.xlarge",
+            )
+            return None
+
+        allowed = self.settings.allowed_instance_types
+        if not Catalog.matches_pattern(name, allowed):
+            self.reject(
+                INSTANCE_TYPE,
+                f"the {self.settings.department} department does not allow this type",
+                _listing(allowed),
+            )
+            return None
+
+        shortfalls = fits(effective_requests(dict(self.spec)), instance_type)
+        if shortfalls:
+            self.reject(
+                INSTANCE_TYPE,
+                "the pod does not fit: " + "; ".join(shortfalls),
+                "a larger type, or smaller requests",
+            )
+        return instance_type
+
+    def _market(self, template: Any) -> Market:
+        value = self.annotations.get(LAUNCH_TYPE)
+        if value is None:
+            return template.launch_type if template else "on-demand"  # type: ignore[no-any-return]
+        if value == "capacity-block":
+            self.reject(
+                LAUNCH_TYPE,
+                "capacity blocks are not supported by this ORCA runtime yet",
+                ", ".join(LAUNCH_TYPES),
+            )
+            return "on-demand"
+        if value not in LAUNCH_TYPES:
+            self.reject(LAUNCH_TYPE, "unknown launch type", ", ".join(LAUNCH_TYPES))
+            return "on-demand"
+        return value  # type: ignore[return-value]
+
+    def _max_spot_price(
+        self, market: Market, instance_type: InstanceType | None, template: Any
+    ) -> Decimal | None:
+        raw = self.annotations.get(MAX_SPOT_PRICE)
+        if raw is None:
+            return template.max_spot_price if template and market == "spot" else None
+        if market != "spot":
+            self.reject(
+                MAX_SPOT_PRICE,
+                "a maximum spot price applies only to spot launches",
+                f"remove it, or set {LAUNCH_TYPE} to spot",
+            )
+            return None
+
+        on_demand = instance_type.on_demand_usd_per_hour if instance_type else None
+        ceiling = f"up to the on-demand price (${on_demand}/h)" if on_demand else "positive"
+        allowed = f"a price in USD per hour, {ceiling}; unset means the on-demand price"
+        try:
+            price = Decimal(raw)
+        except InvalidOperation:
+            self.reject(MAX_SPOT_PRICE, "not a number", allowed)
+            return None
+        if not price.is_finite() or price <= 0:
+            self.reject(MAX_SPOT_PRICE, "must be a positive price", allowed)
+            return None
+        if on_demand is not None and price > on_demand:
+            assert instance_type is not None
+            self.reject(
+                MAX_SPOT_PRICE,
+                f"above the on-demand price of {instance_type.name}, so spot would only cost more",
+                allowed,
+            )
+            return None
+        return price
+
+    def _availability_zone(self) -> str | None:
+        zone = self.annotations.get(AVAILABILITY_ZONE)
+        if zone is not None and zone not in self.zones:
+            self.reject(
+                AVAILABILITY_ZONE,
+                "the department has no burst subnet in that zone",
+                _listing(sorted(self.zones)),
+            )
+            return None
+        return zone
+
+    def _lifetime(self) -> tuple[timedelta, str]:
+        ceiling = self.settings.max_lifetime_ceiling
+        allowed = (
+            "a duration such as 90m, 6h or 1h30m, at most "
+            f"{_human_duration(ceiling)} in the {self.settings.department} department"
+        )
+        bounds: list[tuple[timedelta, str]] = []
+
+        raw = self.annotations.get(MAX_LIFETIME)
+        if raw is not None:
+            try:
+                lifetime = durationpy.from_str(raw)
+            except (durationpy.DurationError, ValueError):
+                self.reject(MAX_LIFETIME, "not a duration", allowed)
+            else:
+                if lifetime <= timedelta(0):
+                    self.reject(MAX_LIFETIME, "must be longer than zero", allowed)
+                elif lifetime > ceiling:
+                    self.reject(MAX_LIFETIME, "longer than the department allows", allowed)
+                else:
+                    bounds.append((lifetime, MAX_LIFETIME))
+
+        deadline = self.spec.get("activeDeadlineSeconds")
+        if deadline:
+            bounds.append((timedelta(seconds=int(deadline)), "activeDeadlineSeconds"))
+        if not bounds:
+            return self.settings.default_max_lifetime, "the department's default"
+        return min(bounds, key=lambda bound: bound[0])
+
+    def _root_volume(self) -> int | None:
+        raw = self.annotations.get(ROOT_VOLUME_GIB)
+        if raw is None:
+            return None
+        low, high = ROOT_VOLUME_RANGE
+        allowed = f"a whole number of GiB from {low} to {high}"
+        if not raw.strip().isdigit():
+            self.reject(ROOT_VOLUME_GIB, "not a whole number", allowed)
+            return None
+        size = int(raw)
+        if not low <= size <= high:
+            self.reject(ROOT_VOLUME_GIB, "out of range", allowed)
+            return None
+        return size
+
+    def _unsupported_yet(self) -> None:
+        reservation = self.annotations.get(CAPACITY_RESERVATION)
+        if reservation not in (None, "open"):
+            self.reject(
+                CAPACITY_RESERVATION,
+                "targeting capacity reservations is not supported by this ORCA runtime yet",
+                "open (the default: matching open reservations are used)",
+            )
+        if self.annotations.get(FALLBACK_INSTANCE_TYPES):
+            self.reject(
+                FALLBACK_INSTANCE_TYPES,
+                "fallback instance types are not supported by this ORCA runtime yet",
+                "remove the annotation",
+            )
+
+    def _launch_template_kind(self, instance_type: InstanceType | None) -> str | None:
+        if instance_type is None:
+            return None
+        if instance_type.architecture == "arm64":
+            kind = "arm64"
+        elif instance_type.gpus or instance_type.neuron_devices:
+            kind = "x86_64-gpu"
+        else:
+            kind = "x86_64"
+        if kind not in self.settings.launch_templates:
+            self.reject(
+                INSTANCE_TYPE,
+                f"the department has no launch template for {kind} instances",
+                "types whose kind has a launch template: "
+                + ", ".join(sorted(self.settings.launch_templates)),
+            )
+            return None
+        return kind
+
+
+def resolve_launch(
+    pod: Mapping[str, Any],
+    settings: Settings,
+    catalog: Catalog,
+    zones: Sequence[str],
+) -> LaunchSpec:
+    """What to launch for ``pod``, or :class:`ContractError` listing what is wrong.
+
+    ``pod`` is the pod object as the API serves it (camelCase keys); ``zones``
+    are the availability zones of the department's burst subnets.
+    """
+    return _Resolver(pod, settings, catalog, zones).resolve()

@@ -1,0 +1,182 @@
+"""The runtime's settings: one typed tree, read once at start.
+
+Values come from ``ORCA_*`` environment variables (nested keys joined with
+``__``, lists and maps as JSON) and, optionally, a YAML or JSON file named by
+``ORCA_SETTINGS_FILE``; the environment wins over the file. The Pulumi program
+generates exactly these keys from its stack outputs, so this model is the one
+source of truth for what the runtime accepts.
+
+A bad value stops the runtime at start: :func:`load_settings` raises
+:class:`SettingsError` naming each key (as the environment variable a person
+would set) and the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+ENV_PREFIX = "ORCA_"
+SETTINGS_FILE_VARIABLE = "ORCA_SETTINGS_FILE"
+
+# A department names the node (orca-<department>), tags and AWS resources, so it
+# must be a DNS label short enough to leave room for prefixes.
+_DEPARTMENT = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
+_SUBNET = re.compile(r"^subnet-[0-9a-f]{8,17}$")
+_LAUNCH_TEMPLATE = re.compile(r"^lt-[0-9a-f]{8,17}$")
+LAUNCH_TEMPLATE_KINDS = ("x86_64-gpu", "x86_64", "arm64")
+
+
+class NodeLimits(BaseModel):
+    """What the virtual node advertises: the department's ceiling on concurrent use."""
+
+    max_pods: int = Field(default=100, ge=1, le=10_000)
+    cpu: int = Field(default=4096, ge=1, description="vCPUs across all burst instances")
+    memory_gib: int = Field(default=32768, ge=1)
+    gpus: int = Field(default=64, ge=0, description="nvidia.com/gpu across all instances")
+    neuron_devices: int = Field(default=0, ge=0, description="aws.amazon.com/neuron")
+
+
+class WorkloadTemplate(BaseModel):
+    """A named launch choice a researcher can ask for in one word."""
+
+    instance_type: str
+    launch_type: Literal["on-demand", "spot"] = "on-demand"
+    max_spot_price: Decimal | None = Field(default=None, gt=0)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    department: str
+    cluster_name: str = Field(min_length=1, max_length=100)
+    region: str = Field(pattern=r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
+    cost_center: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+
+    subnet_ids: list[str] = Field(min_length=1)
+    launch_templates: dict[str, str] = Field(min_length=1)
+    status_queue_url: str = Field(pattern=r"^https?://")
+    bundle_bucket: str = Field(min_length=3, max_length=63)
+    log_group: str = Field(min_length=1)
+
+    allowed_instance_types: list[str] = Field(default_factory=lambda: ["*"], min_length=1)
+    workload_templates: dict[str, WorkloadTemplate] = Field(default_factory=dict)
+    limits: NodeLimits = Field(default_factory=NodeLimits)
+    default_max_lifetime: timedelta = timedelta(hours=24)
+    max_lifetime_ceiling: timedelta = timedelta(days=14)
+
+    kubeconfig: Path | None = None
+    node_internal_ip: str = "127.0.0.1"
+    kubelet_port: int = Field(default=10250, ge=1, le=65535)
+    workers: int = Field(default=8, ge=1, le=64)
+    instance_resync_seconds: float = Field(default=5.0, gt=0)
+    gc_min_age_seconds: float = Field(default=120.0, ge=0)
+    lease_duration_seconds: int = Field(default=40, ge=10)
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("department")
+    @classmethod
+    def _department_is_a_dns_label(cls, value: str) -> str:
+        if not _DEPARTMENT.match(value):
+            raise ValueError(
+                "must be 1-40 lowercase letters, digits or '-', starting and ending with a "
+                "letter or digit (it names the node orca-<department> and AWS resources)"
+            )
+        return value
+
+    @field_validator("subnet_ids")
+    @classmethod
+    def _subnets_look_like_subnets(cls, value: list[str]) -> list[str]:
+        bad = [s for s in value if not _SUBNET.match(s)]
+        if bad:
+            raise ValueError(f"not subnet ids: {', '.join(bad)} (expected subnet-0123abcd...)")
+        return value
+
+    @field_validator("launch_templates")
+    @classmethod
+    def _launch_templates_by_kind(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(value) - set(LAUNCH_TEMPLATE_KINDS))
+        if unknown:
+            allowed = ", ".join(LAUNCH_TEMPLATE_KINDS)
+            raise ValueError(f"unknown kind(s) {', '.join(unknown)}; allowed: {allowed}")
+        bad = [v for v in value.values() if not _LAUNCH_TEMPLATE.match(v)]
+        if bad:
+            raise ValueError(f"not launch template ids: {', '.join(bad)} (expected lt-0123...)")
+        return value
+
+    @model_validator(mode="after")
+    def _lifetimes_are_ordered(self) -> Settings:
+        if self.default_max_lifetime <= timedelta(0):
+            raise ValueError("default_max_lifetime must be positive")
+        if self.default_max_lifetime > self.max_lifetime_ceiling:
+            raise ValueError("default_max_lifetime is longer than max_lifetime_ceiling")
+        return self
+
+    @property
+    def node_name(self) -> str:
+        return f"orca-{self.department}"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        settings_file = os.environ.get(SETTINGS_FILE_VARIABLE)
+        if settings_file:
+            # YAML is a superset of JSON, so one source reads both kinds of file.
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=settings_file))
+        return tuple(sources)
+
+
+class SettingsError(Exception):
+    """The settings cannot start a runtime; the message names every bad key."""
+
+
+def _variable_name(location: tuple[Any, ...]) -> str:
+    return ENV_PREFIX + "__".join(str(part).upper() for part in location if part != "__root__")
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read and validate the settings once; raise :class:`SettingsError` if any is bad."""
+    settings_file = os.environ.get(SETTINGS_FILE_VARIABLE)
+    if settings_file and not Path(settings_file).is_file():
+        raise SettingsError(f"{SETTINGS_FILE_VARIABLE}={settings_file}: no such file")
+    try:
+        return Settings(**overrides)
+    except ValidationError as e:
+        problems = []
+        for error in e.errors():
+            key = _variable_name(error["loc"]) if error["loc"] else "(settings)"
+            given = error.get("input")
+            shown = ""
+            if error["type"] != "missing" and not isinstance(given, dict):
+                shown = f" (got {given!r})"
+            problems.append(f"  {key}: {error['msg']}{shown}")
+        raise SettingsError(
+            "the ORCA runtime cannot start; fix these settings (environment variables, or keys "
+            f"in {SETTINGS_FILE_VARIABLE}):\n" + "\n".join(problems)
+        ) from e

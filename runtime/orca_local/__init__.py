@@ -1,0 +1,1 @@
+"""Local stand-ins for AWS, Kubernetes and EC2 instances, used by the demo and the tests."""
