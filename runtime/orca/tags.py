@@ -78,6 +78,7 @@ def ownership_filter(*, cluster: str, department: str) -> dict[str, str]:
     """The tags that mark an instance as this runtime's to manage."""
     return {CLUSTER: cluster, DEPARTMENT: department, MANAGED_BY: MANAGED_BY_VALUE}
 
+
 # ORCA's bookkeeping on the pod. The launch intent (attempt and client token) is
 # written before RunInstances and the instance id after it, so a runtime that
 # restarts between the two finds the intent and adopts instead of relaunching.
@@ -85,3 +86,4 @@ LAUNCH_ATTEMPT_ANNOTATION = PREFIX + "launch-attempt"
 CLIENT_TOKEN_ANNOTATION = PREFIX + "client-token"
 INSTANCE_ID_ANNOTATION = PREFIX + "instance-id"
 REPORT_SEQUENCE_ANNOTATION = PREFIX + "report-sequence"
+DEADLINE_ANNOTATION = PREFIX + "deadline"

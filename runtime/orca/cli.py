@@ -1,0 +1,83 @@
+"""The ``orca`` command: ``orca run`` in the cluster, ``orca agent`` on an instance."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from orca import __version__
+from orca.logging_setup import configure_logging
+from orca.settings import SettingsError, load_settings
+
+log = logging.getLogger("orca")
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings()
+    except SettingsError as e:
+        sys.stderr.write(f"orca: {e}\n")
+        return 2
+    configure_logging(settings.log_level, settings.log_format)
+
+    from orca.runtime import build_runtime
+
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    runtime = build_runtime(settings)
+    runtime.run_until(stop)
+    return 0
+
+
+def _check_settings(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings()
+    except SettingsError as e:
+        sys.stderr.write(f"orca: {e}\n")
+        return 2
+    sys.stdout.write(settings.model_dump_json(indent=2) + "\n")
+    return 0
+
+
+def _agent(args: argparse.Namespace) -> int:
+    configure_logging(args.log_level)
+    from orca.agent.main import main as agent_main
+
+    return agent_main(Path(args.config))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="orca", description="ORCA: burst Kubernetes pods to EC2 instances."
+    )
+    parser.add_argument("--version", action="version", version=f"orca {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser(
+        "run", help="run the department's virtual node (settings from ORCA_* variables)"
+    )
+    run.set_defaults(handler=_run)
+
+    check = commands.add_parser("settings", help="validate the settings and print them")
+    check.set_defaults(handler=_check_settings)
+
+    agent = commands.add_parser("agent", help="run the pod on this EC2 instance")
+    agent.add_argument("--config", required=True, help="the agent settings file from user data")
+    agent.add_argument("--log-level", default="INFO")
+    agent.set_defaults(handler=_agent)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.handler(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

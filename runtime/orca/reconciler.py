@@ -1,0 +1,429 @@
+"""What to do for one pod, decided from what has been observed.
+
+:meth:`Reconciler.reconcile` is called with a pod UID whenever something about
+that pod may have changed, from any number of worker threads (never two for
+the same UID). It is idempotent: called twice with nothing new, it changes
+nothing. The paths, in the order they are checked:
+
+- the pod is gone: terminate its instances, delete its bundle;
+- the pod is being deleted: terminate, then release the pod object;
+- the pod is Succeeded or Failed: make sure its instance is terminated;
+- the pod has no launch intent: check its contract, write the intent, launch;
+- the pod has an intent but no instance id: adopt the tagged instance or
+  repeat the launch with the same token (exactly once across restarts);
+- the pod has an instance: mirror the agent's reports into the pod status.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from orca import status as pod_status
+from orca import tags
+from orca.aws.bundles import BundleStore
+from orca.aws.ec2 import Ec2
+from orca.aws.errors import BadRequestError, CapacityError, QuotaError
+from orca.aws.model import Instance
+from orca.aws.queue import StatusQueue
+from orca.bundle import MissingReference, build_bundle
+from orca.catalog import Catalog
+from orca.contract import ContractError, LaunchSpec, resolve_launch
+from orca.kube.events import EventRecorder
+from orca.kube.pods import PodApi
+from orca.launching import Launcher, client_token
+from orca.observed import Observed, Pod
+from orca.settings import Settings
+from orca.workqueue import WorkQueue
+
+log = logging.getLogger(__name__)
+
+TERMINAL_PHASES = ("Succeeded", "Failed")
+# The agent stops the pod at its deadline; the runtime steps in if it has not.
+DEADLINE_GRACE = timedelta(minutes=2)
+MISSING_REFERENCE_RETRY_SECONDS = 10.0
+CAPACITY_RETRY_SECONDS = 60.0
+QUOTA_RETRY_SECONDS = 300.0
+# An agent sends its final report just before it powers off; the report may reach
+# the queue poller after the instance listing shows the instance gone.
+FINAL_REPORT_GRACE = timedelta(seconds=30)
+_STATUS_KEYS = (
+    "phase", "reason", "message", "conditions", "containerStatuses",
+    "initContainerStatuses", "podIP", "hostIP",
+)  # fmt: skip
+
+
+def _describe(instance: Instance) -> str:
+    market = "spot" if instance.spot else "on-demand"
+    return (
+        f"{instance.instance_id} {instance.instance_type} {market} in {instance.availability_zone}"
+    )
+
+
+def _parse_time(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+class Reconciler:
+    def __init__(
+        self,
+        settings: Settings,
+        observed: Observed,
+        pods: PodApi,
+        events: EventRecorder,
+        ec2: Ec2,
+        bundles: BundleStore,
+        reports: StatusQueue,
+        launcher: Launcher,
+        catalog: Callable[[], Catalog],
+        queue: WorkQueue,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.settings = settings
+        self.observed = observed
+        self.pods = pods
+        self.events = events
+        self.ec2 = ec2
+        self.bundles = bundles
+        self.reports = reports
+        self.launcher = launcher
+        self.catalog = catalog
+        self.queue = queue
+        self.clock = clock
+        self._bundles_deleted: set[str] = set()
+        self._lost_since: dict[str, datetime] = {}
+
+    def reconcile(self, uid: str) -> None:
+        pod = self.observed.pod(uid)
+        live = [i for i in self.observed.instances(uid) if i.live]
+        if pod is None:
+            self._pod_gone(uid, live)
+            return
+        if pod["metadata"].get("deletionTimestamp"):
+            self._pod_deleting(pod, live)
+            return
+        if (pod.get("status") or {}).get("phase") in TERMINAL_PHASES:
+            self._pod_finished(pod, live)
+            return
+
+        annotations = pod["metadata"].get("annotations") or {}
+        if tags.LAUNCH_ATTEMPT_ANNOTATION not in annotations:
+            self._admit_and_launch(pod)
+        elif tags.INSTANCE_ID_ANNOTATION not in annotations:
+            self._resume_launch(pod, live)
+        else:
+            self._follow(pod, annotations[tags.INSTANCE_ID_ANNOTATION])
+
+    # The end of a pod.
+
+    def _pod_gone(self, uid: str, live: list[Instance]) -> None:
+        if live:
+            ids = [i.instance_id for i in live]
+            log.info("pod %s is gone; terminating %s", uid, ", ".join(ids))
+            self._terminate(live)
+        self._delete_bundle(uid)
+        self.events.forget(uid)
+        self._lost_since.pop(uid, None)
+
+    def _pod_deleting(self, pod: Pod, live: list[Instance]) -> None:
+        if live:
+            for instance in live:
+                self.events.normal(
+                    pod, "Terminating", f"Terminating {instance.instance_id}: the pod is deleted"
+                )
+            self._terminate(live)
+        self._delete_bundle(pod["metadata"]["uid"])
+        # Like a kubelet, release the object once nothing of the pod runs any more.
+        self.pods.release(pod)
+
+    def _pod_finished(self, pod: Pod, live: list[Instance]) -> None:
+        if live:
+            phase = pod["status"]["phase"]
+            for instance in live:
+                self.events.normal(
+                    pod, "Terminated", f"Terminated {instance.instance_id}: the pod {phase.lower()}"
+                )
+            self._terminate(live)
+        self._delete_bundle(pod["metadata"]["uid"])
+        pending = self.observed.take_report(pod["metadata"]["uid"])
+        if pending is not None:
+            self.reports.delete(pending.receipts)
+            self.observed.settle_report(pod["metadata"]["uid"], pending)
+
+    def _terminate(self, instances: list[Instance]) -> None:
+        self.ec2.terminate([i.instance_id for i in instances])
+        for instance in instances:
+            self.observed.remember_instance(_with_state(instance, "shutting-down"))
+
+    def _delete_bundle(self, uid: str) -> None:
+        if uid not in self._bundles_deleted:
+            self.bundles.delete(uid)
+            self._bundles_deleted.add(uid)
+
+    # The start of a pod.
+
+    def _resolve(self, pod: Pod) -> LaunchSpec | None:
+        try:
+            return resolve_launch(pod, self.settings, self.catalog(), self.launcher.zones)
+        except ContractError as e:
+            for rejection in e.rejections:
+                self.events.warning(pod, "InvalidAnnotation", rejection.message())
+            message = e.rejections[0].message()
+            if len(e.rejections) > 1:
+                message += f" (and {len(e.rejections) - 1} more problems: see the pod's events)"
+            self._set_status(
+                pod, pod_status.failed_status(pod, "InvalidAnnotation", message, self.clock())
+            )
+            return None
+
+    def _admit_and_launch(self, pod: Pod) -> None:
+        spec = self._resolve(pod)
+        if spec is None:
+            return
+        now = self.clock()
+        deadline = now + spec.lifetime
+        self._launch_attempt(pod, spec, attempt=1, deadline=deadline)
+
+    def _resume_launch(self, pod: Pod, live: list[Instance]) -> None:
+        """An intent without an instance id: a restart mid-launch, or a retry."""
+        uid = pod["metadata"]["uid"]
+        annotations = pod["metadata"]["annotations"]
+        attempt = int(annotations[tags.LAUNCH_ATTEMPT_ANNOTATION])
+        if not live and not self.observed.instances_synced.is_set():
+            live = self.ec2.list_instances({tags.POD_UID: uid})
+        if live:
+            instance = live[0]
+            log.info(
+                "adopting %s for pod %s (launch attempt %s)", instance.instance_id, uid, attempt
+            )
+            self.observed.remember_instance(instance)
+            self._record_instance(pod, instance)
+            return
+        spec = self._resolve(pod)
+        if spec is None:
+            return
+        deadline = _parse_time(annotations[tags.DEADLINE_ANNOTATION])
+        self._launch_attempt(pod, spec, attempt=attempt, deadline=deadline, intent_written=True)
+
+    def _launch_attempt(
+        self,
+        pod: Pod,
+        spec: LaunchSpec,
+        attempt: int,
+        deadline: datetime,
+        intent_written: bool = False,
+    ) -> None:
+        uid = pod["metadata"]["uid"]
+        try:
+            bundle = build_bundle(pod, self.pods)
+        except MissingReference as e:
+            message = f"{e}; the pod waits until it exists"
+            self.events.warning(pod, "CreateContainerConfigError", message)
+            self._set_status(
+                pod,
+                pod_status.pending_status(pod, "CreateContainerConfigError", message, self.clock()),
+            )
+            self.queue.add_after(uid, MISSING_REFERENCE_RETRY_SECONDS)
+            return
+        bundle_url = self.bundles.put(bundle)
+        self._bundles_deleted.discard(uid)
+        plan = self.launcher.plan(pod, spec, attempt, bundle_url, deadline)
+
+        if not intent_written:
+            pod = self._annotate(
+                pod,
+                {
+                    tags.LAUNCH_ATTEMPT_ANNOTATION: str(attempt),
+                    tags.CLIENT_TOKEN_ANNOTATION: plan.request.client_token,
+                    tags.DEADLINE_ANNOTATION: pod_status.timestamp(deadline),
+                },
+            )
+        what = f"{spec.instance_type.name} {spec.market} in {plan.subnet.availability_zone}"
+        self.events.normal(
+            pod,
+            "Launching",
+            f"Launching {what} (attempt {attempt}); it stops by {pod_status.timestamp(deadline)} "
+            f"({spec.lifetime_source})",
+        )
+        self._set_status(
+            pod, pod_status.pending_status(pod, "Launching", f"Launching {what}", self.clock())
+        )
+
+        try:
+            instance = self.launcher.launch(plan)
+        except CapacityError as e:
+            self._capacity_shortfall(pod, spec, attempt, deadline, plan.subnet.availability_zone, e)
+            return
+        except QuotaError as e:
+            message = (
+                f"AWS refused {spec.instance_type.name} for lack of quota: {e}. The pod waits; "
+                "ask the account owner to raise the EC2 service quota for this instance family"
+            )
+            self.events.warning(pod, "QuotaExceeded", message)
+            self._set_status(
+                pod, pod_status.pending_status(pod, "QuotaExceeded", message, self.clock())
+            )
+            self.queue.add_after(uid, QUOTA_RETRY_SECONDS)
+            return
+        except BadRequestError as e:
+            message = f"EC2 refused the launch: {e}"
+            self.events.warning(pod, "LaunchFailed", message)
+            self._set_status(
+                pod, pod_status.failed_status(pod, "LaunchFailed", message, self.clock())
+            )
+            return
+
+        self.observed.remember_instance(instance)
+        self._record_instance(pod, instance)
+
+    def _capacity_shortfall(
+        self,
+        pod: Pod,
+        spec: LaunchSpec,
+        attempt: int,
+        deadline: datetime,
+        zone: str,
+        error: Exception,
+    ) -> None:
+        """No capacity in this zone: the next attempt tries the next zone (a new token)."""
+        uid = pod["metadata"]["uid"]
+        zones = 1 if spec.availability_zone else max(1, len(self.launcher.zones))
+        next_attempt = attempt + 1
+        pod = self._annotate(
+            pod,
+            {
+                tags.LAUNCH_ATTEMPT_ANNOTATION: str(next_attempt),
+                tags.CLIENT_TOKEN_ANNOTATION: client_token(uid, next_attempt),
+            },
+        )
+        if attempt % zones:
+            self.events.warning(
+                pod, "InsufficientCapacity",
+                f"No {spec.instance_type.name} capacity in {zone}: {error}; trying the next zone",
+            )  # fmt: skip
+            self.queue.add(uid)
+            return
+        where = spec.availability_zone or "any of " + ", ".join(self.launcher.zones)
+        message = (
+            f"No {spec.instance_type.name} {spec.market} capacity in {where}; the pod waits and "
+            f"ORCA tries again every {CAPACITY_RETRY_SECONDS:.0f} s"
+        )
+        self.events.warning(pod, "WaitingForCapacity", message)
+        self._set_status(
+            pod, pod_status.pending_status(pod, "WaitingForCapacity", message, self.clock())
+        )
+        self.queue.add_after(uid, CAPACITY_RETRY_SECONDS)
+
+    def _record_instance(self, pod: Pod, instance: Instance) -> None:
+        pod = self._annotate(pod, {tags.INSTANCE_ID_ANNOTATION: instance.instance_id})
+        self.events.normal(pod, "Launched", f"Launched {_describe(instance)}")
+        self._set_status(
+            pod,
+            pod_status.pending_status(
+                pod, "InstanceBooting", f"{_describe(instance)} is booting", self.clock()
+            ),
+        )
+
+    # A pod with its instance.
+
+    def _follow(self, pod: Pod, instance_id: str) -> None:
+        uid = pod["metadata"]["uid"]
+        instance = next(
+            (i for i in self.observed.instances(uid) if i.instance_id == instance_id), None
+        )
+        if instance is None:
+            found = self.ec2.get_instances([instance_id])
+            instance = found[0] if found else None
+            if instance is not None:
+                self.observed.remember_instance(instance)
+
+        pending = self.observed.take_report(uid)
+        if pending is not None and pending.report.instance_id == instance_id:
+            self._apply_report(pod, pending.report, instance)
+            self.reports.delete(pending.receipts)
+            self.observed.settle_report(uid, pending)
+            return
+
+        if instance is None or not instance.live:
+            first_seen = self._lost_since.setdefault(uid, self.clock())
+            if self.clock() - first_seen < FINAL_REPORT_GRACE:
+                self.queue.add_after(uid, 2.0)
+                return
+            self._lost_since.pop(uid, None)
+            self._instance_lost(pod, instance_id, instance)
+            return
+        deadline = (pod["metadata"].get("annotations") or {}).get(tags.DEADLINE_ANNOTATION)
+        if deadline and self.clock() > _parse_time(deadline) + DEADLINE_GRACE:
+            message = f"The pod passed its deadline {deadline}; terminating {instance_id}"
+            self.events.warning(pod, "DeadlineExceeded", message)
+            self._set_status(
+                pod, pod_status.failed_status(pod, "DeadlineExceeded", message, self.clock())
+            )
+            self._terminate([instance])
+
+    def _apply_report(self, pod: Pod, report: Any, instance: Instance | None) -> None:
+        annotations = pod["metadata"].get("annotations") or {}
+        applied = int(annotations.get(tags.REPORT_SEQUENCE_ANNOTATION, "-1"))
+        if report.sequence <= applied:
+            return
+        described = _describe(instance) if instance else report.instance_id
+        new = pod_status.reported_status(pod, report, described, self.clock())
+        self._container_events(pod, new)
+        self._set_status(pod, new)
+        pod = self._annotate(pod, {tags.REPORT_SEQUENCE_ANNOTATION: str(report.sequence)})
+        if new["phase"] in TERMINAL_PHASES:
+            self.observed.remember_pod({**pod, "status": {**pod.get("status", {}), **new}})
+            self.queue.add(pod["metadata"]["uid"])
+
+    def _container_events(self, pod: Pod, new: dict[str, Any]) -> None:
+        before = {
+            c["name"]: c.get("state") or {}
+            for c in (pod.get("status") or {}).get("initContainerStatuses", [])
+            + (pod.get("status") or {}).get("containerStatuses", [])
+        }
+        for container in new.get("initContainerStatuses", []) + new.get("containerStatuses", []):
+            name, state = container["name"], container["state"]
+            old = before.get(name, {})
+            if "running" in state and "running" not in old:
+                self.events.normal(pod, "Started", f"Started container {name}")
+            if "terminated" in state and "terminated" not in old:
+                done = state["terminated"]
+                kind = "Normal" if done.get("exitCode") == 0 else "Warning"
+                self.events.record(
+                    pod, kind, "Completed" if kind == "Normal" else "ContainerFailed",
+                    f"Container {name} exited with code {done.get('exitCode')} "
+                    f"({done.get('reason')})",
+                )  # fmt: skip
+
+    def _instance_lost(self, pod: Pod, instance_id: str, instance: Instance | None) -> None:
+        why = instance.state_reason if instance and instance.state_reason else "no reason given"
+        if instance is not None and instance.spot and "Spot" in why:
+            reason, message = "SpotInterrupted", f"EC2 reclaimed spot instance {instance_id}: {why}"
+        else:
+            state = instance.state if instance else "gone"
+            reason = "InstanceTerminated"
+            message = f"Instance {instance_id} is {state} before the pod finished: {why}"
+        self.events.warning(pod, reason, message)
+        self._set_status(pod, pod_status.failed_status(pod, reason, message, self.clock()))
+
+    # Writing to the pod.
+
+    def _annotate(self, pod: Pod, annotations: dict[str, str | None]) -> Pod:
+        updated = self.pods.annotate(pod, annotations)
+        self.observed.remember_pod(updated)
+        return updated
+
+    def _set_status(self, pod: Pod, new: dict[str, Any]) -> None:
+        current = pod.get("status") or {}
+        if all(current.get(key) == new.get(key) for key in _STATUS_KEYS if key in new):
+            return
+        updated = self.pods.patch_status(pod, new)
+        self.observed.remember_pod(updated)
+        pod["status"] = updated.get("status", new)
+
+
+def _with_state(instance: Instance, state: str) -> Instance:
+    return replace(instance, state=state)

@@ -1,0 +1,92 @@
+"""Assembling the node runtime from its settings, and running it until told to stop."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+from orca import tags
+from orca.aws.bundles import BundleStore
+from orca.aws.clients import AwsClients
+from orca.aws.ec2 import Ec2
+from orca.aws.queue import StatusQueue
+from orca.catalog import CachedCatalog
+from orca.controller import PodController
+from orca.garbage_collection import GarbageCollector
+from orca.kube.client import api_client
+from orca.kube.events import EventRecorder
+from orca.kube.nodes import NodeApi
+from orca.kube.pods import PodApi
+from orca.launching import Launcher
+from orca.node import NodeKeeper
+from orca.observed import Observed
+from orca.reconciler import Reconciler
+from orca.settings import Settings
+from orca.workqueue import WorkQueue
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    node: NodeKeeper
+    controller: PodController
+
+    def start(self) -> None:
+        self.node.register()
+        self.node.start()
+        self.controller.start()
+        log.info(
+            "ORCA node %s is up: department %s, cluster %s, region %s, %d subnet(s)",
+            self.settings.node_name, self.settings.department, self.settings.cluster_name,
+            self.settings.region, len(self.settings.subnet_ids),
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        log.info("ORCA node %s is stopping; instances keep running and are adopted on restart",
+                 self.settings.node_name)  # fmt: skip
+        self.controller.stop()
+        self.node.stop()
+
+    def run_until(self, stop: threading.Event) -> None:
+        self.start()
+        try:
+            stop.wait()
+        finally:
+            self.stop()
+
+
+def build_runtime(settings: Settings, aws: AwsClients | None = None) -> Runtime:
+    """Wire the runtime's parts; talks to AWS once to learn the subnets' zones."""
+    aws = aws or AwsClients(settings.region)
+    kube = api_client(settings.kubeconfig)
+    ec2 = Ec2(aws.ec2)
+    subnets = ec2.describe_subnets(settings.subnet_ids)
+
+    observed = Observed()
+    queue = WorkQueue()
+    pods = PodApi(kube, settings.node_name)
+    events = EventRecorder(kube, component=settings.node_name, host=settings.node_name)
+    bundles = BundleStore(aws.s3, settings.bundle_bucket)
+    reports = StatusQueue(aws.sqs, settings.status_queue_url)
+    catalog = CachedCatalog(aws.ec2)
+    reconciler = Reconciler(
+        settings=settings,
+        observed=observed,
+        pods=pods,
+        events=events,
+        ec2=ec2,
+        bundles=bundles,
+        reports=reports,
+        launcher=Launcher(settings, ec2, subnets),
+        catalog=catalog.get,
+        queue=queue,
+    )
+    collector = GarbageCollector(ec2, pods, settings.gc_min_age_seconds)
+    controller = PodController(settings, observed, queue, reconciler, pods, ec2, reports, collector)
+    node = NodeKeeper(settings, NodeApi(kube), check_aws=ec2.check_access)
+    log.debug("instances are owned by %s", tags.ownership_filter(
+        cluster=settings.cluster_name, department=settings.department))  # fmt: skip
+    return Runtime(settings=settings, node=node, controller=controller)
