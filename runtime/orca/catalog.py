@@ -143,6 +143,11 @@ class Catalog:
         ranked.pop(name, None)
         return list(ranked)[:n]
 
+    @staticmethod
+    def matches_pattern(name: str, patterns: Iterable[str]) -> bool:
+        """The module's :func:`matches_pattern`, reachable from the class."""
+        return matches_pattern(name, patterns)
+
     def matching(self, patterns: Iterable[str]) -> list[InstanceType]:
         """The types an allow-list admits, sorted by name."""
         patterns = list(patterns)

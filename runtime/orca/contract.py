@@ -19,7 +19,7 @@ import durationpy
 
 from orca.aws.model import Market
 from orca.catalog import Catalog, InstanceType
-from orca.resources import effective_requests, fits
+from orca.resources import InvalidResourceQuantity, effective_requests, fits
 from orca.settings import Settings
 from orca.tags import PREFIX
 
@@ -174,7 +174,13 @@ class _Resolver:
             )
             return None
 
-        shortfalls = fits(effective_requests(dict(self.spec)), instance_type)
+        try:
+            requests = effective_requests(dict(self.spec))
+        except InvalidResourceQuantity as e:
+            self.reject(INSTANCE_TYPE, f"the pod's resources cannot be read: {e}", "valid "
+                        "Kubernetes quantities such as 500m, 8, 16Gi")  # fmt: skip
+            return instance_type
+        shortfalls = fits(requests, instance_type)
         if shortfalls:
             self.reject(
                 INSTANCE_TYPE,
@@ -186,7 +192,7 @@ class _Resolver:
     def _market(self, template: Any) -> Market:
         value = self.annotations.get(LAUNCH_TYPE)
         if value is None:
-            return template.launch_type if template else "on-demand"  # type: ignore[no-any-return]
+            return template.launch_type if template else "on-demand"
         if value == "capacity-block":
             self.reject(
                 LAUNCH_TYPE,

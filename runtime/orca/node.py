@@ -68,9 +68,7 @@ def ready_condition(ready: bool, reason: str, message: str, now: datetime) -> di
     }
 
 
-def node_status(
-    settings: Settings, ready: tuple[bool, str, str], now: datetime
-) -> dict[str, Any]:
+def node_status(settings: Settings, ready: tuple[bool, str, str], now: datetime) -> dict[str, Any]:
     capacity = node_capacity(settings)
     conditions = [ready_condition(*ready, now)]
     for kind, reason in (

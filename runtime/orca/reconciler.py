@@ -32,7 +32,7 @@ from orca.aws.queue import StatusQueue
 from orca.bundle import MissingReference, build_bundle
 from orca.catalog import Catalog
 from orca.contract import ContractError, LaunchSpec, resolve_launch
-from orca.kube.events import EventRecorder
+from orca.kube.events import EventRecorder, EventType
 from orca.kube.pods import PodApi
 from orca.launching import Launcher, client_token
 from orca.observed import Observed, Pod
@@ -391,7 +391,7 @@ class Reconciler:
                 self.events.normal(pod, "Started", f"Started container {name}")
             if "terminated" in state and "terminated" not in old:
                 done = state["terminated"]
-                kind = "Normal" if done.get("exitCode") == 0 else "Warning"
+                kind: EventType = "Normal" if done.get("exitCode") == 0 else "Warning"
                 self.events.record(
                     pod, kind, "Completed" if kind == "Normal" else "ContainerFailed",
                     f"Container {name} exited with code {done.get('exitCode')} "

@@ -150,8 +150,13 @@ def usable_memory_bytes(instance_type: InstanceType) -> int:
 
 
 def format_memory(num_bytes: int) -> str:
-    """Bytes in Kubernetes binary units: ``16Gi``, ``1.5Gi``, ``512Mi``, ``100``."""
-    for unit, size in (("Ti", TIB), ("Gi", GIB), ("Mi", MIB), ("Ki", KIB)):
+    """Bytes in Kubernetes binary units: ``16Gi``, ``1.5Gi``, ``512Mi``, ``2Ti``, ``100``.
+
+    Ti is used only for whole tebibytes: rounded to it, 2046Gi would read "2Ti".
+    """
+    if num_bytes >= TIB and num_bytes % TIB == 0:
+        return f"{num_bytes // TIB}Ti"
+    for unit, size in (("Gi", GIB), ("Mi", MIB), ("Ki", KIB)):
         if num_bytes >= size:
             value = (Decimal(num_bytes) / size).quantize(Decimal("0.01"))
             return f"{_plain(value)}{unit}"

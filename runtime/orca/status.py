@@ -22,14 +22,16 @@ def timestamp(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _condition(kind: str, ok: bool, now: datetime, reason: str = "", message: str = "") -> dict:
-    condition = {"type": kind, "status": "True" if ok else "False"}
+def _condition(
+    kind: str, ok: bool, now: datetime, reason: str = "", message: str = ""
+) -> dict[str, Any]:
+    condition: dict[str, Any] = {"type": kind, "status": "True" if ok else "False"}
     if reason:
         condition["reason"] = reason
     if message:
         condition["message"] = message
     condition["lastTransitionTime"] = timestamp(now)
-    condition["lastProbeTime"] = None  # type: ignore[assignment]
+    condition["lastProbeTime"] = None
     return condition
 
 
@@ -46,7 +48,9 @@ def _merge_conditions(
     return list(merged.values())
 
 
-def _waiting(spec_containers: Sequence[Mapping[str, Any]], reason: str, message: str) -> list:
+def _waiting(
+    spec_containers: Sequence[Mapping[str, Any]], reason: str, message: str
+) -> list[dict[str, Any]]:
     return [
         {
             "name": c["name"],

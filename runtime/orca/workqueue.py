@@ -58,7 +58,7 @@ class WorkQueue:
         with self._cond:
             failures = self._failures.get(key, 0) + 1
             self._failures[key] = failures
-        delay = min(self.max_delay, self.base_delay * 2 ** (failures - 1))
+        delay: float = min(self.max_delay, self.base_delay * 2.0 ** (failures - 1))
         delay *= random.uniform(0.8, 1.2)  # jitter keeps retries of many pods apart
         self.add_after(key, delay)
         return delay

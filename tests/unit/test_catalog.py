@@ -245,6 +245,11 @@ def test_patterns_are_case_sensitive_and_an_empty_list_admits_nothing() -> None:
     assert not matches_pattern("p5.48xlarge", [])
 
 
+def test_pattern_helper_is_reachable_from_the_catalog_class() -> None:
+    assert Catalog.matches_pattern("g6e.2xlarge", ["p5.48xlarge", "g6e.*"])
+    assert not Catalog.matches_pattern("g6.2xlarge", ["p5.48xlarge", "g6e.*"])
+
+
 def test_catalog_lists_the_types_an_allow_list_admits(shipped: Catalog) -> None:
     names = [t.name for t in shipped.matching(["g6e.*", "p5.48xlarge"])]
 
