@@ -1,0 +1,81 @@
+"""Settings: validated once; a bad value names the key and the reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from orca.settings import SettingsError, load_settings
+
+GOOD = {
+    "ORCA_DEPARTMENT": "biology",
+    "ORCA_CLUSTER_NAME": "campus",
+    "ORCA_REGION": "us-east-1",
+    "ORCA_SUBNET_IDS": '["subnet-0a1b2c3d"]',
+    "ORCA_LAUNCH_TEMPLATES": '{"x86_64": "lt-0123456789abcdef1"}',
+    "ORCA_STATUS_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/orca-biology",
+    "ORCA_BUNDLE_BUCKET": "orca-biology-bundles",
+    "ORCA_LOG_GROUP": "/orca/biology",
+}
+
+
+@pytest.fixture
+def environment(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for key, value in GOOD.items():
+        monkeypatch.setenv(key, value)
+    return monkeypatch
+
+
+def test_settings_come_from_orca_variables(environment: pytest.MonkeyPatch) -> None:
+    environment.setenv("ORCA_LIMITS__GPUS", "16")
+
+    settings = load_settings()
+
+    assert settings.node_name == "orca-biology"
+    assert settings.limits.gpus == 16
+    assert settings.subnet_ids == ["subnet-0a1b2c3d"]
+
+
+def test_bad_values_name_each_variable_and_reason(environment: pytest.MonkeyPatch) -> None:
+    environment.setenv("ORCA_DEPARTMENT", "Biology Dept")
+    environment.setenv("ORCA_SUBNET_IDS", '["sn-123"]')
+    environment.setenv("ORCA_LIMITS__GPUS", "-1")
+
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+
+    message = str(caught.value)
+    assert "ORCA_DEPARTMENT: Value error, must be 1-40 lowercase letters" in message
+    assert "'Biology Dept'" in message
+    assert "ORCA_SUBNET_IDS: Value error, not subnet ids: sn-123" in message
+    assert "ORCA_LIMITS__GPUS:" in message
+
+
+def test_settings_file_is_read_and_the_environment_wins(
+    environment: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    settings_file = tmp_path / "orca.yaml"
+    settings_file.write_text("department: chemistry\nworkers: 3\n")
+    environment.delenv("ORCA_DEPARTMENT")
+    environment.setenv("ORCA_SETTINGS_FILE", str(settings_file))
+    environment.setenv("ORCA_WORKERS", "5")
+
+    settings = load_settings()
+
+    assert settings.department == "chemistry"
+    assert settings.workers == 5
+
+
+def test_missing_settings_file_is_named(environment: pytest.MonkeyPatch) -> None:
+    environment.setenv("ORCA_SETTINGS_FILE", "/nonexistent/orca.yaml")
+
+    with pytest.raises(SettingsError, match="ORCA_SETTINGS_FILE=/nonexistent/orca.yaml"):
+        load_settings()
+
+
+def test_unknown_launch_template_kind_is_refused(environment: pytest.MonkeyPatch) -> None:
+    environment.setenv("ORCA_LAUNCH_TEMPLATES", '{"gpu": "lt-0123456789abcdef1"}')
+
+    with pytest.raises(SettingsError, match="unknown kind"):
+        load_settings()
