@@ -35,7 +35,6 @@ from orca.workqueue import WorkQueue
 log = logging.getLogger(__name__)
 
 WATCH_TIMEOUT_SECONDS = 300
-REPORT_WAIT_SECONDS = 5
 
 
 class PodController:
@@ -77,7 +76,9 @@ class PodController:
         self._stop.set()
         self.queue.shutdown()
         for thread in self._threads:
-            thread.join(timeout=timeout)
+            # The watch may sit in a read until the next event or bookmark; it is a
+            # daemon thread and holds no state worth waiting for.
+            thread.join(timeout=1.0 if thread.name == "pod-watch" else timeout)
 
     @property
     def stopping(self) -> bool:
@@ -106,6 +107,8 @@ class PodController:
                     timeout = random.randint(WATCH_TIMEOUT_SECONDS // 2, WATCH_TIMEOUT_SECONDS)
                     for kind, pod in self.pods.watch(version, timeout):
                         version = pod["metadata"].get("resourceVersion") or version
+                        if self._stop.is_set():
+                            return
                         if kind == "BOOKMARK":
                             continue
                         uid = pod["metadata"]["uid"]
@@ -114,8 +117,6 @@ class PodController:
                         else:
                             self.observed.remember_pod(pod)
                         self.queue.add(uid)
-                        if self._stop.is_set():
-                            return
             except WatchExpired:
                 log.info("pod watch expired (410 Gone); listing again")
             except Exception as e:  # the API server restarted or the network blinked
@@ -158,7 +159,7 @@ class PodController:
     def _poll_reports(self) -> None:
         while not self._stop.is_set():
             try:
-                received = self.reports.receive(wait_seconds=REPORT_WAIT_SECONDS)
+                received = self.reports.receive(wait_seconds=self.settings.report_poll_seconds)
             except Exception:
                 log.exception("reading agent reports failed; trying again in 5 s")
                 self._stop.wait(5)

@@ -62,6 +62,10 @@ def _container(c: Obj) -> None:
     c.setdefault("terminationMessagePolicy", "File")
     c.setdefault("imagePullPolicy", _image_pull_policy(str(c.get("image", ""))))
     resources = c.setdefault("resources", {})
+    # Quantities are strings on the wire; a bare number in a manifest comes back quoted.
+    for section in ("limits", "requests"):
+        for name, value in (resources.get(section) or {}).items():
+            resources[section][name] = _quantity(value)
     limits = resources.get("limits") or {}
     if limits:
         requests = resources.setdefault("requests", {})
@@ -69,6 +73,12 @@ def _container(c: Obj) -> None:
             requests.setdefault(name, value)
     for port in c.get("ports") or []:
         port.setdefault("protocol", "TCP")
+
+
+def _quantity(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def qos_class(spec: Obj) -> str:
@@ -107,14 +117,14 @@ def _pod(pod: Obj, creating: bool) -> None:
         for source in ("configMap", "secret"):
             if source in volume:
                 volume[source].setdefault("defaultMode", 420)
+    # The admission plugin runs on create and on update, so re-applied manifests keep them.
+    tolerations = spec.setdefault("tolerations", [])
+    for default in _DEFAULT_TOLERATIONS:
+        if not any(t.get("key") == default["key"] for t in tolerations):
+            tolerations.append(dict(default))
     if creating:
-        tolerations = spec.setdefault("tolerations", [])
-        for default in _DEFAULT_TOLERATIONS:
-            if not any(t.get("key") == default["key"] for t in tolerations):
-                tolerations.append(dict(default))
-        status = pod.setdefault("status", {})
-        status.setdefault("phase", "Pending")
-        status["qosClass"] = qos_class(spec)
+        # Whatever status a client sends on create is replaced, as by the real pod strategy.
+        pod["status"] = {"phase": "Pending", "qosClass": qos_class(spec)}
 
 
 def _secret(secret: Obj) -> None:

@@ -84,7 +84,12 @@ def resource_list(group_name: str, version_name: str) -> Obj | None:
                 }
             )
     gv = f"{group_name}/{version_name}" if group_name else version_name
-    return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}
+    return {
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": gv,
+        "resources": resources,
+    }
 
 
 def _entry(rt: ResourceType) -> Obj:

@@ -79,7 +79,9 @@ def conflict(group: str, plural: str, name: str, why: str) -> ApiError:
     )
 
 
-STALE_OBJECT = "the object has been modified; please apply your changes to the latest version and try again"
+STALE_OBJECT = (
+    "the object has been modified; please apply your changes to the latest version and try again"
+)
 
 
 def bad_request(message: str) -> ApiError:
@@ -94,9 +96,7 @@ def invalid(kind: str, group: str, name: str, field: str, message: str) -> ApiEr
         "kind": kind,
         "causes": [{"reason": "FieldValueInvalid", "message": message, "field": field}],
     }
-    return ApiError(
-        422, "Invalid", f'{kind} "{name}" is invalid: {field}: {message}', details
-    )
+    return ApiError(422, "Invalid", f'{kind} "{name}" is invalid: {field}: {message}', details)
 
 
 def method_not_allowed(what: str) -> ApiError:

@@ -64,7 +64,7 @@ def pick_container(pod: Obj, requested: str | None) -> str:
     init = [c["name"] for c in spec.get("initContainers") or []]
     if not requested:
         if len(containers) == 1:
-            return containers[0]
+            return str(containers[0])
         raise bad_request(
             f"a container name must be specified for pod {name}, choose one of: "
             f"[{' '.join(containers)}]"
@@ -86,7 +86,9 @@ def kubelet_location(node: Obj) -> tuple[str, int]:
                 port = int(endpoint.get("Port") or 0) or _DEFAULT_KUBELET_PORT
                 return str(address["address"]), port
     known = ", ".join(f"{{{a.get('type')} {a.get('address')}}}" for a in addresses)
-    raise ApiError(500, "InternalError", f"no preferred addresses found; known addresses: [{known}]")
+    raise ApiError(
+        500, "InternalError", f"no preferred addresses found; known addresses: [{known}]"
+    )
 
 
 def open_logs(

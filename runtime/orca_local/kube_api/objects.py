@@ -59,7 +59,7 @@ class Registry:
         self, rt: ResourceType, ns: str | None, labels: str | None, fields: str | None
     ) -> tuple[list[Obj], int]:
         matches = self.matcher(rt, labels, fields)
-        items, rv = self.store.list(_bucket(rt), ns)
+        items, rv = self.store.items(_bucket(rt), ns)
         return [o for o in items if matches(o)], rv
 
     def matcher(self, rt: ResourceType, labels: str | None, fields: str | None) -> Any:
@@ -86,7 +86,11 @@ class Registry:
         name = meta.get("name")
         if not name:
             raise errors.invalid(
-                rt.kind, rt.group, "", "metadata.name", "Required value: name or generateName is required"
+                rt.kind,
+                rt.group,
+                "",
+                "metadata.name",
+                "Required value: name or generateName is required",
             )
         obj["apiVersion"], obj["kind"] = rt.api_version, rt.kind
 
@@ -134,9 +138,7 @@ class Registry:
                 return merged
             return self._store_update(rt, ns, name, old, merged)
 
-    def _prepare_update(
-        self, rt: ResourceType, old: Obj, new: Obj, subresource: str | None
-    ) -> Obj:
+    def _prepare_update(self, rt: ResourceType, old: Obj, new: Obj, subresource: str | None) -> Obj:
         if subresource == "status":
             result = copy.deepcopy(old)
             result["status"] = new.get("status", {})
@@ -277,7 +279,7 @@ class Registry:
         name = ns_obj["metadata"]["name"]
         for rt in RESOURCES:
             if rt.namespaced:
-                for obj in self.store.list(_bucket(rt), name)[0]:
+                for obj in self.store.items(_bucket(rt), name)[0]:
                     self.store.write(_bucket(rt), (name, obj["metadata"]["name"]), obj, "DELETED")
         return self.store.write(("", "namespaces"), ("", name), ns_obj, "DELETED")
 

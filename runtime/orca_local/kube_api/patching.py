@@ -63,7 +63,8 @@ def apply_patch(target: dict[str, Any], body: bytes, content_type: str) -> dict[
     if not isinstance(patch, dict):
         raise bad_request("patch body must be a JSON object")
     if ctype == MERGE_PATCH:
-        return merge_patch(target, patch)
+        merged: dict[str, Any] = merge_patch(target, patch)
+        return merged
     if ctype in (STRATEGIC_PATCH, APPLY_PATCH):
         return strategic_merge(target, patch)
     raise ApiError(
@@ -111,7 +112,9 @@ def json_patch(target: dict[str, Any], ops: list[Any]) -> dict[str, Any]:
             doc = _json_patch_op(doc, op)
         except (KeyError, IndexError, ValueError, TypeError) as e:
             raise ApiError(
-                422, "Invalid", f"the server rejected our request due to an error in our request: {op}: {e}"
+                422,
+                "Invalid",
+                f"the server rejected our request due to an error in our request: {op}: {e}",
             ) from e
     if not isinstance(doc, dict):
         raise bad_request("json patch replaced the whole object with a non-object")
@@ -177,12 +180,14 @@ def _merge_map(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any] 
             field = key.split("/", 1)[1]
             result[field] = [v for v in result.get(field) or [] if v not in (value or [])]
             continue
-        if key.startswith("$") or key.startswith("$setElementOrder/"):
+        # $setElementOrder/ and other directives only order or annotate; merging ignores them.
+        if key.startswith("$"):
             continue
         if value is None:
             result.pop(key, None)
         elif isinstance(value, dict):
-            sub = _merge_map(result.get(key) if isinstance(result.get(key), dict) else {}, value)
+            current = result.get(key)
+            sub = _merge_map(current if isinstance(current, dict) else {}, value)
             if sub is None:
                 result.pop(key, None)
             else:

@@ -58,6 +58,16 @@ RESOURCES: tuple[ResourceType, ...] = (
     ResourceType("coordination.k8s.io", "v1", "leases", "Lease", True),
     ResourceType("batch", "v1", "jobs", "Job", True, (), ("status",), categories=("all",)),
     ResourceType("events.k8s.io", "v1", "events", "Event", True, ("ev",)),
+    # Stored only: kubectl looks CRDs up while validating, and an empty list is the answer.
+    ResourceType(
+        "apiextensions.k8s.io",
+        "v1",
+        "customresourcedefinitions",
+        "CustomResourceDefinition",
+        False,
+        ("crd", "crds"),
+        ("status",),
+    ),
 )
 
 # Kinds whose spec changes bump metadata.generation (everything with a spec does on a real

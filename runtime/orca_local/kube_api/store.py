@@ -61,7 +61,7 @@ class Store:
             obj = self._buckets.get(bucket, {}).get(key)
             return copy.deepcopy(obj) if obj is not None else None
 
-    def list(self, bucket: BucketKey, namespace: str | None) -> tuple[list[Obj], int]:
+    def items(self, bucket: BucketKey, namespace: str | None) -> tuple[list[Obj], int]:
         """Objects of a bucket (in one namespace, or all), sorted as etcd keys are, and the
         resourceVersion the list is consistent with."""
         with self.cond:

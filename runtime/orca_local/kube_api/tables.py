@@ -224,25 +224,33 @@ _PRINTERS: dict[str, tuple[list[Column], Callable[[Obj], list[Any]]]] = {
     ),
     "Namespace": (
         [_NAME, ("Status", "string", 0, "The status of the namespace"), _AGE],
-        lambda o: [o["metadata"]["name"], (o.get("status") or {}).get("phase", ""), _since(
-            o["metadata"].get("creationTimestamp"))],
+        lambda o: [
+            o["metadata"]["name"],
+            (o.get("status") or {}).get("phase", ""),
+            _since(o["metadata"].get("creationTimestamp")),
+        ],
     ),
     "ConfigMap": (
         [_NAME, ("Data", "string", 0, "Number of data entries."), _AGE],
-        lambda o: [o["metadata"]["name"], len(o.get("data") or {}) + len(
-            o.get("binaryData") or {}), _since(o["metadata"].get("creationTimestamp"))],
+        lambda o: [
+            o["metadata"]["name"],
+            len(o.get("data") or {}) + len(o.get("binaryData") or {}),
+            _since(o["metadata"].get("creationTimestamp")),
+        ],
     ),
     "Secret": (
         [_NAME, ("Type", "string", 0, "The type of secret"), ("Data", "string", 0, ""), _AGE],
-        lambda o: [o["metadata"]["name"], o.get("type", ""), len(o.get("data") or {}), _since(
-            o["metadata"].get("creationTimestamp"))],
+        lambda o: [
+            o["metadata"]["name"],
+            o.get("type", ""),
+            len(o.get("data") or {}),
+            _since(o["metadata"].get("creationTimestamp")),
+        ],
     ),
 }
 
 
-def to_table(
-    rt: ResourceType, items: list[Obj], resource_version: str, include_object: str
-) -> Obj:
+def to_table(rt: ResourceType, items: list[Obj], resource_version: str, include_object: str) -> Obj:
     """A Table for a list (or one object) of ``rt``; rows carry the object as asked."""
     columns, row = _PRINTERS.get(rt.kind, ([_NAME, _AGE], _name_age))
     rows = []
@@ -262,8 +270,13 @@ def to_table(
         "apiVersion": "meta.k8s.io/v1",
         "metadata": {"resourceVersion": resource_version},
         "columnDefinitions": [
-            {"name": n, "type": t, "format": "name" if n == "Name" else "", "description": d,
-             "priority": p}
+            {
+                "name": n,
+                "type": t,
+                "format": "name" if n == "Name" else "",
+                "description": d,
+                "priority": p,
+            }
             for n, t, p, d in columns
         ],
         "rows": rows,

@@ -37,6 +37,11 @@ class WatchParams:
     include_object: str
 
 
+def parse_bool(text: str) -> bool:
+    """Booleans in query strings as Go's strconv.ParseBool reads them ("True" from Python)."""
+    return text in ("1", "t", "T", "true", "TRUE", "True")
+
+
 def params(query: dict[str, list[str]], as_table: bool) -> WatchParams:
     def one(key: str, default: str = "") -> str:
         return query.get(key, [default])[-1]
@@ -48,8 +53,8 @@ def params(query: dict[str, list[str]], as_table: bool) -> WatchParams:
     return WatchParams(
         resource_version=one("resourceVersion"),
         timeout=timeout,
-        bookmarks=one("allowWatchBookmarks") == "true",
-        initial_events=one("sendInitialEvents") == "true",
+        bookmarks=parse_bool(one("allowWatchBookmarks")),
+        initial_events=parse_bool(one("sendInitialEvents")),
         labels=one("labelSelector") or None,
         fields=one("fieldSelector") or None,
         as_table=as_table,
@@ -75,7 +80,9 @@ def stream(
 
     def emit(kind: str, obj: Obj) -> None:
         if p.as_table and kind != "BOOKMARK" and kind != "ERROR":
-            table = to_table(rt, [obj], obj["metadata"].get("resourceVersion", ""), p.include_object)
+            table = to_table(
+                rt, [obj], obj["metadata"].get("resourceVersion", ""), p.include_object
+            )
             if not first_table[0]:
                 table["columnDefinitions"] = []
             first_table[0] = False
@@ -88,7 +95,7 @@ def stream(
 
     # Where the stream starts: a snapshot of current objects, or a given resourceVersion.
     if p.resource_version in ("", "0"):
-        items, rv = registry.store.list((rt.group, rt.plural), route.namespace)
+        items, rv = registry.store.items((rt.group, rt.plural), route.namespace)
         for obj in items:
             if in_scope(obj):
                 emit("ADDED", obj)

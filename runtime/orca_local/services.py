@@ -1,0 +1,121 @@
+"""Starting and stopping the loopback servers that stand in for AWS and Kubernetes.
+
+``python -m orca_local.services up`` starts the local AWS (moto with ORCA's
+extensions), the Kubernetes API emulator and a Docker daemon of its own, each
+in the background on loopback, and writes ``<state>/services.env`` with what a
+client needs to reach them (``AWS_ENDPOINT_URL``, ``KUBECONFIG``,
+``DOCKER_HOST``). ``down`` stops what ``up`` started. The Makefile brackets the
+tests and the demo with the two, so nothing is left running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from orca_local.docker_daemon import DockerDaemon
+from orca_local.kube_api.server import write_kubeconfig
+
+log = logging.getLogger(__name__)
+
+START_TIMEOUT = 60.0
+LOCAL_CREDENTIALS = {
+    # moto accepts any credentials; fixed ones keep boto3 from looking further.
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+def _start_background(name: str, module: str, state: Path, *extra: str) -> str:
+    """Start ``python -m module`` detached; wait for the URL in its ready file."""
+    ready = state / f"{name}.url"
+    ready.unlink(missing_ok=True)
+    log_file = (state / f"{name}.log").open("ab")
+    command = [sys.executable, "-m", module, "--host", "127.0.0.1", "--port", "0"]
+    command += ["--ready-file", str(ready), *extra]
+    process = subprocess.Popen(
+        command, stdout=log_file, stderr=log_file, start_new_session=True, cwd=state
+    )
+    (state / f"{name}.pid").write_text(f"{process.pid}\n")
+    deadline = time.monotonic() + START_TIMEOUT
+    while not ready.exists():
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited with {process.returncode}; see {state / name}.log")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{name} was not ready within {START_TIMEOUT:.0f} s")
+        time.sleep(0.05)
+    return ready.read_text().strip()
+
+
+def _stop_background(name: str, state: Path) -> None:
+    pidfile = state / f"{name}.pid"
+    try:
+        pid = int(pidfile.read_text())
+    except (OSError, ValueError):
+        return
+    try:
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(100):
+            os.kill(pid, 0)
+            time.sleep(0.1)
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    pidfile.unlink(missing_ok=True)
+    (state / f"{name}.url").unlink(missing_ok=True)
+
+
+def up(state: Path, *, kube: bool = True, docker: bool = True) -> dict[str, str]:
+    state.mkdir(parents=True, exist_ok=True)
+    env = dict(LOCAL_CREDENTIALS)
+    env["AWS_ENDPOINT_URL"] = _start_background("aws", "orca_local.aws", state)
+    log.info("local AWS (moto) at %s", env["AWS_ENDPOINT_URL"])
+    if kube:
+        url = _start_background("kube-api", "orca_local.kube_api", state)
+        env["KUBECONFIG"] = str(write_kubeconfig(state / "kubeconfig", url))
+        log.info("Kubernetes API emulator at %s", url)
+    if docker:
+        env["DOCKER_HOST"] = DockerDaemon(state / "docker").start()
+        log.info("Docker daemon at %s", env["DOCKER_HOST"])
+    lines = [f"export {key}={value}" for key, value in sorted(env.items())]
+    (state / "services.env").write_text("\n".join(lines) + "\n")
+    return env
+
+
+def down(state: Path) -> None:
+    for name in ("kube-api", "aws"):
+        _stop_background(name, state)
+    DockerDaemon(state / "docker").stop()
+    (state / "services.env").unlink(missing_ok=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m orca_local.services", description=__doc__)
+    parser.add_argument("action", choices=["up", "down"])
+    parser.add_argument("--state-dir", type=Path, default=Path(".local"))
+    parser.add_argument("--no-kube", action="store_true", help="a real cluster is used")
+    parser.add_argument("--no-docker", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    state = args.state_dir.resolve()
+    if args.action == "up":
+        try:
+            up(state, kube=not args.no_kube, docker=not args.no_docker)
+        except Exception as e:
+            log.error("could not start the local services: %s", e)
+            down(state)
+            return 1
+        return 0
+    down(state)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

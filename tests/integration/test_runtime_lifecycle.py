@@ -1,0 +1,206 @@
+"""The runtime against the loopback stand-ins: node, refusals, deletion, restarts, orphans."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from orca import tags
+from orca.aws.ec2 import Ec2
+from orca.aws.model import LaunchRequest
+from orca.kube.pods import PodApi
+from orca.reconciler import Reconciler
+from tests.integration.runtime_fixtures import Burst, case, eventually
+
+
+def _cpu_pod(name: str, **annotations: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "annotations": {"orca.research/instance-type": "m7i.large", **annotations},
+        },
+        "spec": {
+            "restartPolicy": "Never",
+            "tolerations": [{"key": tags.BURST_TAINT_KEY, "operator": "Exists"}],
+            "containers": [{"name": "main", "image": "busybox", "command": ["sleep", "600"]}],
+        },
+    }
+
+
+def test_node_registers_with_labels_taint_capacity_and_a_lease(burst: Burst) -> None:
+    burst.start()
+
+    node = burst.core.read_node(burst.node)
+    lease = client.CoordinationV1Api(burst.core.api_client).read_namespaced_lease(
+        burst.node, "kube-node-lease"
+    )
+
+    labels = node.metadata.labels
+    assert labels["type"] == "virtual-kubelet"
+    assert labels["orca.research/provider"] == "aws"
+    assert labels["orca.research/department"] == burst.settings.department
+    assert labels["topology.kubernetes.io/region"] == "us-east-1"
+    [taint] = node.spec.taints
+    assert (taint.key, taint.value, taint.effect) == (
+        "orca.research/burst-node",
+        "true",
+        "NoSchedule",
+    )
+    assert node.status.allocatable["nvidia.com/gpu"] == "64"
+    ready = next(c for c in node.status.conditions if c.type == "Ready")
+    assert ready.status == "True"
+    assert lease.spec.holder_identity == burst.node
+    assert lease.spec.lease_duration_seconds == 40
+
+
+def test_bad_annotations_each_end_failed_with_a_warning_and_no_instance(burst: Burst) -> None:
+    burst.start()
+    pods = [burst.create(document) for document in case("05-bad-annotations.yaml")]
+
+    for pod in pods:
+        name = pod["metadata"]["name"]
+        eventually(lambda: burst.phase("default", name) == "Failed", what=f"{name} Failed")  # noqa: B023
+        warnings = [e for e in burst.events("default", name) if e["type"] == "Warning"]
+        assert warnings, f"{name} has no Warning event"
+        assert all(e["reason"] == "InvalidAnnotation" for e in warnings)
+        assert all(
+            "orca.research/" in e["message"] and "Allowed:" in e["message"] for e in warnings
+        )
+        assert burst.pod("default", name)["status"]["reason"] == "InvalidAnnotation"  # type: ignore[index]
+
+    assert burst.instances() == []
+
+
+def test_pod_deleted_while_pending_terminates_its_instance_and_is_released(burst: Burst) -> None:
+    burst.start()
+    pod = burst.create(_cpu_pod("waits-forever"))
+    uid = pod["metadata"]["uid"]
+    [instance] = eventually(lambda: burst.instances(uid), what="an instance for the pod")
+
+    burst.core.delete_namespaced_pod("waits-forever", "default")
+
+    eventually(lambda: burst.pod("default", "waits-forever") is None, what="the pod released")
+    [after] = burst.instances(uid)
+    assert after.instance_id == instance.instance_id
+    assert after.state in ("shutting-down", "terminated")
+    reasons = [e["reason"] for e in burst.events("default", "waits-forever")]
+    assert reasons[:2] == ["Launching", "Launched"]
+    assert "Terminating" in reasons
+
+
+def test_launch_records_intent_then_instance_with_tags_and_events(burst: Burst) -> None:
+    burst.start()
+    pod = burst.create(_cpu_pod("tagged"))
+    uid = pod["metadata"]["uid"]
+
+    annotated = eventually(
+        lambda: (burst.pod("default", "tagged")["metadata"].get("annotations") or {}).get(  # type: ignore[index]
+            tags.INSTANCE_ID_ANNOTATION
+        ),
+        what="the instance id on the pod",
+    )
+
+    [instance] = burst.instances(uid)
+    assert annotated == instance.instance_id
+    assert instance.instance_type == "m7i.large"
+    assert instance.tags[tags.POD] == "default/tagged"
+    assert instance.tags[tags.NODE] == burst.node
+    assert instance.tags["department"] == burst.settings.department
+    assert instance.tags["cost-center"] == "cc-test"
+
+    def waiting_reason() -> str:
+        status = burst.pod("default", "tagged")["status"]  # type: ignore[index]
+        assert status["phase"] == "Pending"
+        return status["containerStatuses"][0]["state"]["waiting"]["reason"]  # type: ignore[no-any-return]
+
+    eventually(lambda: waiting_reason() == "InstanceBooting", what="Pending, InstanceBooting")
+    launched = [e for e in burst.events("default", "tagged") if e["reason"] == "Launched"]
+    assert launched[0]["message"].startswith(f"Launched {instance.instance_id} m7i.large on-demand")
+
+
+class _Crash(BaseException):
+    """Stands for the process dying: not an Exception, so no handler in the runtime catches it."""
+
+
+# The simulated crash ends a worker thread with an exception, which is the point.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_runtime_killed_between_launch_and_record_restarts_with_one_instance(
+    burst: Burst, monkeypatch: Any
+) -> None:
+    original = Reconciler._record_instance
+    crashed: list[str] = []
+
+    def die_before_recording(self: Reconciler, pod: dict[str, Any], instance: Any) -> None:
+        crashed.append(instance.instance_id)
+        raise _Crash
+
+    monkeypatch.setattr(Reconciler, "_record_instance", die_before_recording)
+    runtime = burst.start(workers=1)
+    pod = burst.create(_cpu_pod("crash-test"))
+    uid = pod["metadata"]["uid"]
+    eventually(lambda: crashed, what="the launch to happen")
+    runtime.controller.stop(timeout=1)
+    runtime.node.stop()
+    burst.runtime = None
+    intent = burst.pod("default", "crash-test")["metadata"]["annotations"]  # type: ignore[index]
+    assert tags.LAUNCH_ATTEMPT_ANNOTATION in intent
+    assert tags.INSTANCE_ID_ANNOTATION not in intent
+
+    monkeypatch.setattr(Reconciler, "_record_instance", original)
+    burst.start()
+
+    recorded = eventually(
+        lambda: burst.pod("default", "crash-test")["metadata"]["annotations"].get(  # type: ignore[index]
+            tags.INSTANCE_ID_ANNOTATION
+        ),
+        what="the adopted instance id",
+    )
+    instances = burst.instances(uid)
+    assert [i.instance_id for i in instances] == [recorded] == crashed
+
+
+def test_orphan_instance_is_terminated_after_two_passes_and_live_pods_are_kept(
+    burst: Burst,
+) -> None:
+    ec2 = Ec2(burst.aws.ec2)
+    orphan_tags = tags.instance_tags(
+        cluster=burst.settings.cluster_name, department=burst.settings.department,
+        pod_namespace="default", pod_name="long-gone", pod_uid="deadbeef-0000-4000-8000-000000000000",
+        attempt=1, cost_center=None,
+    )  # fmt: skip
+    orphan = ec2.run_instance(
+        LaunchRequest(
+            instance_type="m7i.large",
+            subnet_id=burst.envelope.subnet_ids[0],
+            launch_template_id=burst.envelope.launch_templates["x86_64"],
+            client_token="orphan-test-1",
+            user_data="#!/bin/sh\n",
+            tags=orphan_tags,
+        )  # fmt: skip
+    )
+    burst.start()
+    kept = burst.create(_cpu_pod("kept"))
+
+    eventually(
+        lambda: not next(i for i in burst.instances() if i.instance_id == orphan.instance_id).live,
+        what="the orphan terminated",
+    )
+    [mine] = eventually(lambda: burst.instances(kept["metadata"]["uid"]), what="kept's instance")
+    assert mine.live
+
+
+def test_pods_on_other_nodes_are_not_touched(burst: Burst) -> None:
+    burst.start()
+    elsewhere = _cpu_pod("elsewhere")
+    elsewhere["spec"]["nodeName"] = "campus-node-7"
+    burst.create(elsewhere, bind=False)
+    mine = burst.create(_cpu_pod("mine"))
+
+    eventually(lambda: burst.instances(mine["metadata"]["uid"]), what="mine launched")
+    assert len(burst.instances()) == 1
+    assert PodApi  # the runtime's pod API filters by node on the server side
+    assert burst.phase("default", "elsewhere") == "Pending"
