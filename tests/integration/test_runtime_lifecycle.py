@@ -168,10 +168,14 @@ def test_orphan_instance_is_terminated_after_two_passes_and_live_pods_are_kept(
 ) -> None:
     ec2 = Ec2(burst.aws.ec2)
     orphan_tags = tags.instance_tags(
-        cluster=burst.settings.cluster_name, department=burst.settings.department,
-        pod_namespace="default", pod_name="long-gone", pod_uid="deadbeef-0000-4000-8000-000000000000",
-        attempt=1, cost_center=None,
-    )  # fmt: skip
+        cluster=burst.settings.cluster_name,
+        department=burst.settings.department,
+        pod_namespace="default",
+        pod_name="long-gone",
+        pod_uid="deadbeef-0000-4000-8000-000000000000",
+        attempt=1,
+        cost_center=None,
+    )
     orphan = ec2.run_instance(
         LaunchRequest(
             instance_type="m7i.large",
@@ -180,7 +184,7 @@ def test_orphan_instance_is_terminated_after_two_passes_and_live_pods_are_kept(
             client_token="orphan-test-1",
             user_data="#!/bin/sh\n",
             tags=orphan_tags,
-        )  # fmt: skip
+        )
     )
     burst.start()
     kept = burst.create(_cpu_pod("kept"))

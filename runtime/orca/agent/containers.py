@@ -50,6 +50,9 @@ class RuntimeOptions:
 
     ulimits: tuple[str, ...] = DEFAULT_ULIMITS
     gpus: bool = True
+    # False where no registry answers and images are seeded (the emulator):
+    # a present image is used even under imagePullPolicy Always.
+    registry: bool = True
 
 
 @dataclass(frozen=True)
@@ -101,7 +104,12 @@ def volume_name(pod: PodRef, volume: str) -> str:
 
 def labels(pod: PodRef, container: str | None = None) -> list[str]:
     """``--label`` arguments; the pod-uid label lets a cleanup find everything of a pod."""
-    args = ["--label", f"{tags.POD_UID}={pod.uid}", "--label", f"{tags.POD}={pod.namespace}/{pod.name}"]
+    args = [
+        "--label",
+        f"{tags.POD_UID}={pod.uid}",
+        "--label",
+        f"{tags.POD}={pod.namespace}/{pod.name}",
+    ]
     if container is not None:
         args += ["--label", f"{CONTAINER_LABEL}={container}"]
     return args
@@ -198,7 +206,7 @@ def create_invocation(
     env: Mapping[str, str],
     volumes: VolumePlan,
     gpus: str | None,
-    env_file: str | None,
+    env_file: str,
     options: RuntimeOptions,
 ) -> CreateInvocation:
     """``docker create`` arguments for one container of the pod (the values of env excluded)."""
@@ -216,8 +224,6 @@ def create_invocation(
     file_lines = tuple(f"{k}={v}" for k, v in env.items() if "\n" not in v)
     cli_env = {k: v for k, v in env.items() if "\n" in v}
     if file_lines:
-        if env_file is None:
-            raise ValueError(f"container {name} has environment but no env file was given")
         argv += ["--env-file", env_file]
     for key in cli_env:
         argv += ["-e", key]

@@ -97,7 +97,7 @@ class Ec2:
             self._call("TerminateInstances", context, InstanceIds=ids)
         except NotFoundError as e:
             # EC2 rejects the whole batch and names the unknown ids; the others still need it.
-            unknown = set(_INSTANCE_ID.findall(str(e)))
+            unknown = set(_INSTANCE_ID.findall(e.aws_message))
             rest = [i for i in ids if i not in unknown]
             log.info("instances %s are already gone", ", ".join(sorted(unknown)) or "(unnamed)")
             if rest and unknown:

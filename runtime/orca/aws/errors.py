@@ -156,14 +156,25 @@ SERVER_CODES = frozenset(
 
 
 class AwsError(Exception):
-    """An AWS call failed; ``kind`` says how, ``code`` is AWS's own error code."""
+    """An AWS call failed; ``kind`` says how, ``code`` is AWS's own error code.
+
+    ``aws_message`` is AWS's message alone, without ORCA's context; ``str()`` has both.
+    """
 
     kind: ErrorKind = ErrorKind.OTHER
 
-    def __init__(self, message: str, *, code: str, operation: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str,
+        operation: str | None = None,
+        aws_message: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.operation = operation
+        self.aws_message = message if aws_message is None else aws_message
 
 
 class CapacityError(AwsError):
@@ -243,11 +254,16 @@ def kind_of(code: str, message: str = "") -> ErrorKind:
 
 
 def make_error(
-    kind: ErrorKind, message: str, *, code: str, operation: str | None = None
+    kind: ErrorKind,
+    message: str,
+    *,
+    code: str,
+    operation: str | None = None,
+    aws_message: str | None = None,
 ) -> AwsError:
     """An error of the class for ``kind``; the test fakes build their errors with this."""
     cls = _BY_KIND.get(kind, AwsError)
-    return cls(message, code=code, operation=operation)
+    return cls(message, code=code, operation=operation, aws_message=aws_message)
 
 
 def error_for_code(
@@ -255,7 +271,8 @@ def error_for_code(
 ) -> AwsError:
     """The error AWS would cause for ``code``, worded as :func:`translate` words it."""
     text = f"{context}: {code}: {message}" if context else f"{code}: {message}"
-    return make_error(kind_of(code, message), text, code=code, operation=operation)
+    kind = kind_of(code, message)
+    return make_error(kind, text, code=code, operation=operation, aws_message=message)
 
 
 def translate(exc: Exception, context: str) -> AwsError:
