@@ -177,8 +177,11 @@ class _Resolver:
         try:
             requests = effective_requests(dict(self.spec))
         except InvalidResourceQuantity as e:
-            self.reject(INSTANCE_TYPE, f"the pod's resources cannot be read: {e}", "valid "
-                        "Kubernetes quantities such as 500m, 8, 16Gi")  # fmt: skip
+            self.reject(
+                INSTANCE_TYPE,
+                f"the pod's resources cannot be read: {e}",
+                "valid Kubernetes quantities such as 500m, 8, 16Gi",
+            )
             return instance_type
         shortfalls = fits(requests, instance_type)
         if shortfalls:

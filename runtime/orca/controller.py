@@ -188,7 +188,11 @@ class PodController:
                 attempt = self.queue.failures(uid)
                 log.warning(
                     "reconciling pod %s failed (attempt %d): %s; retrying in %.1f s",
-                    uid, attempt, e, delay, exc_info=log.isEnabledFor(logging.DEBUG),
-                )  # fmt: skip
+                    uid,
+                    attempt,
+                    e,
+                    delay,
+                    exc_info=log.isEnabledFor(logging.DEBUG),
+                )
             finally:
                 self.queue.done(uid)

@@ -54,8 +54,10 @@ class GarbageCollector:
                 continue
             log.warning(
                 "terminating orphan %s (%s): its pod %s is gone",
-                instance.instance_id, instance.instance_type, instance.tags.get(tags.POD, "?"),
-            )  # fmt: skip
+                instance.instance_id,
+                instance.instance_type,
+                instance.tags.get(tags.POD, "?"),
+            )
             collected.append(instance.instance_id)
         if collected:
             self.ec2.terminate(collected)

@@ -51,9 +51,15 @@ QUOTA_RETRY_SECONDS = 300.0
 # the queue poller after the instance listing shows the instance gone.
 FINAL_REPORT_GRACE = timedelta(seconds=30)
 _STATUS_KEYS = (
-    "phase", "reason", "message", "conditions", "containerStatuses",
-    "initContainerStatuses", "podIP", "hostIP",
-)  # fmt: skip
+    "phase",
+    "reason",
+    "message",
+    "conditions",
+    "containerStatuses",
+    "initContainerStatuses",
+    "podIP",
+    "hostIP",
+)
 
 
 def _describe(instance: Instance) -> str:
@@ -301,9 +307,10 @@ class Reconciler:
         )
         if attempt % zones:
             self.events.warning(
-                pod, "InsufficientCapacity",
+                pod,
+                "InsufficientCapacity",
                 f"No {spec.instance_type.name} capacity in {zone}: {error}; trying the next zone",
-            )  # fmt: skip
+            )
             self.queue.add(uid)
             return
         where = spec.availability_zone or "any of " + ", ".join(self.launcher.zones)
@@ -393,10 +400,12 @@ class Reconciler:
                 done = state["terminated"]
                 kind: EventType = "Normal" if done.get("exitCode") == 0 else "Warning"
                 self.events.record(
-                    pod, kind, "Completed" if kind == "Normal" else "ContainerFailed",
+                    pod,
+                    kind,
+                    "Completed" if kind == "Normal" else "ContainerFailed",
                     f"Container {name} exited with code {done.get('exitCode')} "
                     f"({done.get('reason')})",
-                )  # fmt: skip
+                )
 
     def _instance_lost(self, pod: Pod, instance_id: str, instance: Instance | None) -> None:
         why = instance.state_reason if instance and instance.state_reason else "no reason given"

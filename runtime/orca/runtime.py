@@ -40,13 +40,18 @@ class Runtime:
         self.controller.start()
         log.info(
             "ORCA node %s is up: department %s, cluster %s, region %s, %d subnet(s)",
-            self.settings.node_name, self.settings.department, self.settings.cluster_name,
-            self.settings.region, len(self.settings.subnet_ids),
-        )  # fmt: skip
+            self.settings.node_name,
+            self.settings.department,
+            self.settings.cluster_name,
+            self.settings.region,
+            len(self.settings.subnet_ids),
+        )
 
     def stop(self) -> None:
-        log.info("ORCA node %s is stopping; instances keep running and are adopted on restart",
-                 self.settings.node_name)  # fmt: skip
+        log.info(
+            "ORCA node %s is stopping; instances keep running and are adopted on restart",
+            self.settings.node_name,
+        )
         self.controller.stop()
         self.node.stop()
 
@@ -87,6 +92,8 @@ def build_runtime(settings: Settings, aws: AwsClients | None = None) -> Runtime:
     collector = GarbageCollector(ec2, pods, settings.gc_min_age_seconds)
     controller = PodController(settings, observed, queue, reconciler, pods, ec2, reports, collector)
     node = NodeKeeper(settings, NodeApi(kube), check_aws=ec2.check_access)
-    log.debug("instances are owned by %s", tags.ownership_filter(
-        cluster=settings.cluster_name, department=settings.department))  # fmt: skip
+    log.debug(
+        "instances are owned by %s",
+        tags.ownership_filter(cluster=settings.cluster_name, department=settings.department),
+    )
     return Runtime(settings=settings, node=node, controller=controller)

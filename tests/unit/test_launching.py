@@ -73,10 +73,14 @@ def test_user_data_of_a_pod_with_a_secret_holds_no_secret() -> None:
     documents = case_documents("04-job-with-init-config-secret.yaml")
     job = documents[2]
     p = {
-        "metadata": {**job["spec"]["template"]["metadata"], "name": "md-simulation-x1",
-                     "namespace": "default", "uid": "11111111-0000-4000-8000-000000000004"},
+        "metadata": {
+            **job["spec"]["template"]["metadata"],
+            "name": "md-simulation-x1",
+            "namespace": "default",
+            "uid": "11111111-0000-4000-8000-000000000004",
+        },
         "spec": job["spec"]["template"]["spec"],
-    }  # fmt: skip
+    }
     s = settings()
     spec = resolve_launch(p, s, Catalog.shipped(), ["us-east-1a"])
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -70,7 +71,7 @@ def test_settings_file_is_read_and_the_environment_wins(
 def test_missing_settings_file_is_named(environment: pytest.MonkeyPatch) -> None:
     environment.setenv("ORCA_SETTINGS_FILE", "/nonexistent/orca.yaml")
 
-    with pytest.raises(SettingsError, match="ORCA_SETTINGS_FILE=/nonexistent/orca.yaml"):
+    with pytest.raises(SettingsError, match=re.escape("ORCA_SETTINGS_FILE=/nonexistent/orca.yaml")):
         load_settings()
 
 

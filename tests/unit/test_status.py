@@ -25,9 +25,14 @@ def report(phase: str, *containers: ContainerReport, **fields: object) -> Status
 
 def exited(code: int, reason: str | None = None) -> ContainerReport:
     return ContainerReport(
-        name="c", image="busybox", state="terminated", exit_code=code, reason=reason,
-        started_at=NOW, finished_at=NOW,
-    )  # fmt: skip
+        name="c",
+        image="busybox",
+        state="terminated",
+        exit_code=code,
+        reason=reason,
+        started_at=NOW,
+        finished_at=NOW,
+    )
 
 
 def test_pending_pod_waits_with_the_launch_reason_kubectl_shows() -> None:

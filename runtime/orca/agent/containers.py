@@ -53,6 +53,9 @@ class RuntimeOptions:
     # False where no registry answers and images are seeded (the emulator):
     # a present image is used even under imagePullPolicy Always.
     registry: bool = True
+    # Docker refuses a --cpus above the host's CPU count. On EC2 the contract already
+    # made the pod fit its instance; the emulator's host is smaller than the instances.
+    host_cpus: int | None = None
 
 
 @dataclass(frozen=True)
@@ -215,7 +218,7 @@ def create_invocation(
     argv += ["--pull", "never", *labels(pod, name)]
     for ulimit in options.ulimits:
         argv += ["--ulimit", ulimit]
-    argv += _resource_args(container, gpus if options.gpus else None)
+    argv += _resource_args(container, gpus if options.gpus else None, options.host_cpus)
     argv += _security_args(spec, container)
     if container.get("workingDir"):
         argv += ["-w", str(container["workingDir"])]
@@ -244,11 +247,13 @@ def _limits(container: Mapping[str, Any]) -> Mapping[str, Any]:
     return (container.get("resources") or {}).get("limits") or {}
 
 
-def _resource_args(container: Mapping[str, Any], gpus: str | None) -> list[str]:
+def _resource_args(
+    container: Mapping[str, Any], gpus: str | None, host_cpus: int | None
+) -> list[str]:
     limits = _limits(container)
     args: list[str] = []
     if "cpu" in limits:
-        args += ["--cpus", quantities.docker_cpus(limits["cpu"])]
+        args += ["--cpus", quantities.docker_cpus(limits["cpu"], host_cpus)]
     if "memory" in limits:
         memory = quantities.docker_bytes(limits["memory"])
         args += ["--memory", memory, "--memory-swap", memory]

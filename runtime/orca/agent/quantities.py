@@ -47,11 +47,16 @@ def parse_quantity(value: str | int | float) -> Decimal:
     return number * _SUFFIXES[match.group(2) or ""]
 
 
-def docker_cpus(value: str | int | float) -> str:
-    """``--cpus`` for a CPU quantity: ``"192"`` -> ``"192"``, ``"500m"`` -> ``"0.5"``."""
+def docker_cpus(value: str | int | float, host_cpus: int | None = None) -> str:
+    """``--cpus`` for a CPU quantity: ``"192"`` -> ``"192"``, ``"500m"`` -> ``"0.5"``.
+
+    With ``host_cpus``, a larger limit is lowered to it (Docker refuses more).
+    """
     cores = parse_quantity(value)
     if cores <= 0:
         raise ValueError(f"cpu limit {value!r} must be positive")
+    if host_cpus is not None:
+        cores = min(cores, Decimal(host_cpus))
     text = format(cores.normalize(), "f")
     return text
 

@@ -1,0 +1,209 @@
+"""The agent's entry: ``run_agent(config, host)`` runs the instance's one pod to its end.
+
+Started by the bootstrap in user data (``orca agent --config /etc/orca/agent.json``,
+or ``python -m orca.agent --config FILE``), the agent fetches the pod's bundle,
+runs the pod (:class:`~orca.agent.pod.PodRun`), reports every change to the
+status queue, and when the pod is over sends the final report, removes the
+containers and volumes, and powers the instance off, which terminates it.
+
+Two things end a pod early: the instance's deadline (``config.deadline``, the
+pod's max-lifetime: containers are stopped and the pod is reported ``Failed``
+with reason ``DeadlineExceeded``) and SIGTERM to the agent (the machine is
+shutting down: containers are stopped gracefully and the pod is reported
+``Failed``/``Terminated``, as the kubelet's graceful node shutdown does).
+
+The agent logs to stderr (journald on the instance); it never logs environment
+values, which may hold Secrets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import FrameType
+
+from orca.agent.containers import RuntimeOptions
+from orca.agent.docker import DockerCli
+from orca.agent.host import Host, host_from_environment
+from orca.agent.pod import PodRun
+from orca.agent.reporter import StatusReporter
+from orca.agent.status import TERMINAL_PHASES, Snapshot
+from orca.agent.supervisor import Tuning
+from orca.aws.bundles import BundleStore, parse_s3_url
+from orca.aws.clients import AwsClients
+from orca.aws.errors import AwsError
+from orca.aws.logs import ContainerLogs
+from orca.aws.queue import StatusQueue
+from orca.bootstrap import AgentConfig
+from orca.bundle import PodBundle
+
+log = logging.getLogger(__name__)
+
+_BUNDLE_ATTEMPTS = 8
+_REPORT_FLUSH_SECONDS = 120.0
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class _Stop:
+    """Why the agent is ending the pod early, set from a signal handler or the deadline."""
+
+    requested: threading.Event
+    signal_name: str | None = None
+
+
+def run_agent(
+    config: AgentConfig,
+    host: Host,
+    *,
+    clients: AwsClients | None = None,
+    docker: DockerCli | None = None,
+    options: RuntimeOptions | None = None,
+    tuning: Tuning | None = None,
+    clock: Callable[[], datetime] = _utcnow,
+    handle_signals: bool = True,
+) -> str:
+    """Runs the pod of ``config`` on ``host`` to its end; returns the final phase."""
+    clients = clients or AwsClients(config.region)
+    docker = docker or DockerCli(os.environ.get("DOCKER_HOST"))
+    if options is None:
+        options = emulated_options() if host.emulated else RuntimeOptions()
+    tuning = tuning or Tuning()
+    instance_id = host.instance_id()
+    log.info("agent on %s for pod %s (uid %s)", instance_id, config.pod, config.pod_uid)
+
+    reporter = StatusReporter(
+        StatusQueue(clients.sqs, config.status_queue_url),
+        pod_uid=config.pod_uid,
+        instance_id=instance_id,
+        private_ip=host.private_ip(),
+        clock=clock,
+    )
+    stop = _Stop(threading.Event())
+    if handle_signals and threading.current_thread() is threading.main_thread():
+        _install_signal_handlers(stop)
+
+    phase = "Failed"
+    try:
+        phase = _run_pod(config, docker, clients, reporter, options, tuning, clock, stop)
+    finally:
+        if not reporter.flush(_REPORT_FLUSH_SECONDS):
+            log.error("the final status report was not delivered in %.0fs", _REPORT_FLUSH_SECONDS)
+        reporter.close()
+        # On SIGTERM the machine is already going down (or an operator stopped the agent).
+        if stop.signal_name is None:
+            host.shutdown(f"pod {config.pod} ended {phase}")
+    return phase
+
+
+def emulated_options() -> RuntimeOptions:
+    """The local instance emulator's hosts: no GPU, no registry, rlimits that cannot be
+    raised, and fewer CPUs than the instance types they stand for."""
+    return RuntimeOptions(ulimits=(), gpus=False, registry=False, host_cpus=os.cpu_count())
+
+
+def _run_pod(
+    config: AgentConfig,
+    docker: DockerCli,
+    clients: AwsClients,
+    reporter: StatusReporter,
+    options: RuntimeOptions,
+    tuning: Tuning,
+    clock: Callable[[], datetime],
+    stop: _Stop,
+) -> str:
+    bundle = _fetch_bundle(config, clients, stop)
+    if bundle is None:
+        reporter.publish(
+            Snapshot(
+                "Failed", "BundleUnavailable", f"pod bundle {config.bundle_url} unreadable", [], []
+            )
+        )
+        return "Failed"
+
+    run = PodRun(
+        bundle,
+        docker=docker,
+        logs=ContainerLogs(clients.logs, config.log_group),
+        publish=reporter.publish,
+        options=options,
+        tuning=tuning,
+    )
+    run.start()
+    stopped = False
+    while not run.finished.wait(0.25):
+        if stopped:
+            continue
+        if stop.requested.is_set():
+            run.stop("Terminated", "Pod was terminated in response to imminent node shutdown.")
+            stopped = True
+        elif clock() >= config.deadline:
+            run.stop(
+                "DeadlineExceeded", "Pod was active on the node longer than the specified deadline"
+            )
+            stopped = True
+    run.cleanup()
+    phase = run.phase()
+    log.info("pod %s ended %s", config.pod, phase)
+    return phase if phase in TERMINAL_PHASES else "Failed"
+
+
+def _fetch_bundle(config: AgentConfig, clients: AwsClients, stop: _Stop) -> PodBundle | None:
+    bucket, _ = parse_s3_url(config.bundle_url)
+    store = BundleStore(clients.s3, bucket)
+    delay = 1.0
+    for attempt in range(1, _BUNDLE_ATTEMPTS + 1):
+        try:
+            return store.get(config.bundle_url)
+        except AwsError as e:
+            log.warning(
+                "reading the pod bundle failed (attempt %d/%d): %s; retrying in %.0fs",
+                attempt,
+                _BUNDLE_ATTEMPTS,
+                e,
+                delay,
+            )
+        if stop.requested.wait(delay):
+            return None
+        delay = min(delay * 2, 30.0)
+    return None
+
+
+def _install_signal_handlers(stop: _Stop) -> None:
+    def handle(signum: int, frame: FrameType | None) -> None:
+        stop.signal_name = signal.Signals(signum).name
+        stop.requested.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+
+
+def cli_main(argv: Sequence[str] | None = None) -> int:
+    """``orca agent --config FILE`` (also ``python -m orca.agent``)."""
+    parser = argparse.ArgumentParser(
+        prog="orca agent", description="Run this instance's pod and power off when it ends."
+    )
+    parser.add_argument("--config", required=True, help="the agent settings (JSON) from user data")
+    parser.add_argument("--log-level", default=os.environ.get("ORCA_AGENT_LOG_LEVEL", "INFO"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.Formatter.converter = time.gmtime
+    with open(args.config) as handle:
+        config = AgentConfig.model_validate_json(handle.read())
+    phase = run_agent(config, host_from_environment())
+    return 0 if phase in TERMINAL_PHASES else 1

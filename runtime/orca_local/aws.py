@@ -1,0 +1,393 @@
+"""The local AWS: moto in server mode, with the EC2 behaviour ORCA relies on added.
+
+moto 5.2.5 speaks the real AWS wire protocols to real boto3, so the runtime runs
+unchanged against it (``AWS_ENDPOINT_URL``). Where moto's EC2 lacks something
+ORCA depends on, this module patches moto's EC2 *response handler* inside the
+server process; the runtime is never told it is talking to a stand-in.
+
+Extensions, each with its reason:
+
+(a) ClientToken idempotency for RunInstances. ORCA's exactly-once launch rests
+    on it: the token is derived from the pod UID and attempt, so a launch
+    repeated after a crash returns the instance already started instead of a
+    second one. As in EC2, the token is scoped to the account and region, the
+    same token returns the same reservation even after its instance terminated,
+    and the same token with other parameters fails with
+    ``IdempotentParameterMismatch``. moto starts a new instance for every call.
+(b) InstanceInitiatedShutdownBehavior honoured. moto records the attribute but
+    nothing inside an instance can shut it down. :func:`shutdown_from_inside`
+    does what powering off the OS does on EC2: with ``terminate`` the instance
+    ends (``terminated``), with ``stop`` it stops; the state reason is EC2's
+    ``Client.InstanceInitiatedShutdown``. The value is also taken from the
+    launch template when the request omits it, as EC2 does.
+(c) Capacity errors. EC2 answers ``InsufficientInstanceCapacity`` when a zone has
+    no room for a type; moto never does. :func:`inject_capacity_error` makes
+    RunInstances for an (instance type, zone) pair fail that way, a number of
+    times or until cleared, so tests can drive fallbacks and waiting.
+(d) A control endpoint for the two above when the server is another process
+    (``python -m orca_local.aws``): ``POST /_orca/capacity-errors``,
+    ``DELETE /_orca/capacity-errors`` and ``POST /_orca/instances/<id>/shutdown``,
+    used through :class:`LocalAwsControl`.
+
+moto keeps its state in process-wide backends, so two :class:`LocalAws` servers
+in one process share their state; the subprocess mode (:class:`LocalAwsProcess`)
+gives each server its own, and is what the tests use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from moto.core.responses import ActionResult
+from moto.ec2.exceptions import EC2ClientError
+from moto.ec2.models import ec2_backends
+from moto.ec2.models.instances import StateReason
+from moto.ec2.responses.instances import InstanceResponse
+from moto.moto_server.werkzeug_app import (
+    DomainDispatcherApplication,
+    MotoRequestHandler,
+    create_backend_app,
+)
+from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.wrappers import Request, Response
+
+log = logging.getLogger(__name__)
+
+CONTROL_PREFIX = "/_orca/"
+
+_lock = threading.RLock()
+_installed = False
+_original_run_instances: Callable[[InstanceResponse], ActionResult] | None = None
+
+
+@dataclass
+class _CapacityRule:
+    instance_type: str
+    zone: str | None  # None: every zone
+    remaining: int | None  # None: until cleared
+
+
+_capacity_rules: list[_CapacityRule] = []
+
+
+def install() -> None:
+    """Patch moto's EC2 in this process; safe to call more than once."""
+    global _installed, _original_run_instances
+    with _lock:
+        if _installed:
+            return
+        _original_run_instances = InstanceResponse.run_instances
+        InstanceResponse.run_instances = _run_instances  # type: ignore[method-assign]
+        _installed = True
+
+
+def inject_capacity_error(
+    instance_type: str, zone: str | None = None, times: int | None = None
+) -> None:
+    """Fail RunInstances of ``instance_type`` in ``zone`` (any zone if None) ``times`` times."""
+    with _lock:
+        _capacity_rules.append(_CapacityRule(instance_type, zone, times))
+
+
+def clear_capacity_errors() -> None:
+    with _lock:
+        _capacity_rules.clear()
+
+
+def shutdown_from_inside(instance_id: str) -> str:
+    """Power the instance off from inside; returns the state it lands in."""
+    with _lock:
+        backend: Any
+        for _, _, backend in ec2_backends.iter_backends():
+            instance = next((i for i in backend.all_instances() if i.id == instance_id), None)
+            if instance is None:
+                continue
+            if instance.instance_initiated_shutdown_behavior == "terminate":
+                backend.terminate_instances([instance_id])
+            else:
+                backend.stop_instances([instance_id])
+            instance.state_reason = StateReason(
+                "Client.InstanceInitiatedShutdown: Instance initiated shutdown",
+                "Client.InstanceInitiatedShutdown",
+            )
+            state: str = instance._state.name
+            log.info("instance %s shut down from inside: %s", instance_id, state)
+            return state
+    raise KeyError(f"no instance {instance_id} in the local AWS")
+
+
+def _run_instances(self: InstanceResponse) -> ActionResult:
+    assert _original_run_instances is not None
+    backend = self.ec2_backend
+    token = self._get_param("ClientToken")
+    with _lock:
+        tokens: dict[str, tuple[str, str]] = backend.__dict__.setdefault("_orca_client_tokens", {})
+        fingerprint = _fingerprint(self)
+        if token and token in tokens:
+            seen_fingerprint, reservation_id = tokens[token]
+            if seen_fingerprint != fingerprint:
+                raise EC2ClientError(
+                    "IdempotentParameterMismatch",
+                    f"The client token '{token}' was already used with different parameters.",
+                )
+            return ActionResult(backend.reservations[reservation_id])
+
+        _check_capacity(self)
+        result = _original_run_instances(self)
+        reservation = result.result
+        _apply_template_shutdown_behaviour(self, reservation)
+        if token:
+            tokens[token] = (fingerprint, reservation.id)  # type: ignore[attr-defined]
+        return result
+
+
+def _fingerprint(response: InstanceResponse) -> str:
+    params = dict(getattr(response, "params", None) or response.querystring)
+    for key in ("ClientToken", "Action", "Version", "DryRun"):
+        params.pop(key, None)
+    return json.dumps(params, sort_keys=True, default=str)
+
+
+def _check_capacity(response: InstanceResponse) -> None:
+    instance_type = response._get_param("InstanceType")
+    zone = response._get_param("Placement.AvailabilityZone")
+    subnet_id = response._get_param("SubnetId")
+    if subnet_id:
+        zone = response.ec2_backend.get_subnet(subnet_id).availability_zone
+    for rule in _capacity_rules:
+        if rule.instance_type != instance_type or rule.zone not in (None, zone):
+            continue
+        if rule.remaining is not None:
+            rule.remaining -= 1
+            if rule.remaining <= 0:
+                _capacity_rules.remove(rule)
+        raise EC2ClientError(
+            "InsufficientInstanceCapacity",
+            f"We currently do not have sufficient {instance_type} capacity in the "
+            f"Availability Zone you requested ({zone}). Our system will be working on "
+            "provisioning additional capacity.",
+        )
+
+
+def _apply_template_shutdown_behaviour(response: InstanceResponse, reservation: Any) -> None:
+    if response._get_param("InstanceInitiatedShutdownBehavior"):
+        return
+    template_arg = response._get_param("LaunchTemplate", {})
+    if not template_arg:
+        return
+    data = response.ec2_backend._get_template_from_args(template_arg).data
+    behaviour = data.get("InstanceInitiatedShutdownBehavior")
+    if behaviour:
+        for instance in reservation.instances:
+            instance.instance_initiated_shutdown_behavior = behaviour
+
+
+class _QuietHandler(MotoRequestHandler):
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        log.debug("%s %s", self.requestline, code)
+
+
+def _control_app(app: DomainDispatcherApplication) -> Callable[..., Iterable[bytes]]:
+    """moto's WSGI app, with ORCA's control endpoint in front of it."""
+
+    def wsgi(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if not environ.get("PATH_INFO", "").startswith(CONTROL_PREFIX):
+            return app(environ, start_response)  # type: ignore[no-any-return]
+        request = Request(environ)
+        return _control(request)(environ, start_response)
+
+    return wsgi
+
+
+def _control(request: Request) -> Response:
+    path = request.path[len(CONTROL_PREFIX) :].strip("/").split("/")
+    try:
+        if path == ["capacity-errors"] and request.method == "POST":
+            body = request.get_json(force=True)
+            inject_capacity_error(body["instanceType"], body.get("zone"), body.get("times"))
+            return Response(status=204)
+        if path == ["capacity-errors"] and request.method == "DELETE":
+            clear_capacity_errors()
+            return Response(status=204)
+        if len(path) == 3 and path[0] == "instances" and path[2] == "shutdown":
+            state = shutdown_from_inside(path[1])
+            return Response(json.dumps({"state": state}), mimetype="application/json")
+    except KeyError as e:
+        return Response(json.dumps({"error": e.args[0]}), status=404, mimetype="application/json")
+    return Response(json.dumps({"error": f"no such control call {request.path}"}), status=404)
+
+
+class LocalAws:
+    """The local AWS served from a thread of this process."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.host = host
+        self.port = port
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("the local AWS is not started; call start() first")
+        return f"http://{self.host}:{self._server.server_port}"
+
+    def start(self) -> LocalAws:
+        install()
+        app = _control_app(DomainDispatcherApplication(create_backend_app))
+        self._server = make_server(
+            self.host, self.port, app, threaded=True, request_handler=_QuietHandler
+        )
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="local-aws", daemon=True
+        )
+        self._thread.start()
+        log.info("local AWS serving at %s", self.url)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._server = None
+
+    inject_capacity_error = staticmethod(inject_capacity_error)
+    clear_capacity_errors = staticmethod(clear_capacity_errors)
+    shutdown_from_inside = staticmethod(shutdown_from_inside)
+
+    def __enter__(self) -> LocalAws:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class LocalAwsControl:
+    """ORCA's extensions of a local AWS in another process, over its control endpoint."""
+
+    def __init__(self, url: str, timeout: float = 10.0) -> None:
+        self.url = url.rstrip("/")
+        self._timeout = timeout
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(
+            self.url + CONTROL_PREFIX + path,
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=self._timeout) as response:
+            payload = response.read()
+        return json.loads(payload) if payload else None
+
+    def inject_capacity_error(
+        self, instance_type: str, zone: str | None = None, times: int | None = None
+    ) -> None:
+        body = {"instanceType": instance_type, "zone": zone, "times": times}
+        self._call("POST", "capacity-errors", body)
+
+    def clear_capacity_errors(self) -> None:
+        self._call("DELETE", "capacity-errors")
+
+    def shutdown_from_inside(self, instance_id: str) -> str:
+        return str(self._call("POST", f"instances/{instance_id}/shutdown")["state"])
+
+
+class LocalAwsProcess:
+    """The local AWS as a child process (``python -m orca_local.aws``), with its own state."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, start_timeout: float = 30) -> None:
+        self.host = host
+        self.port = port
+        self.start_timeout = start_timeout
+        self._process: subprocess.Popen[bytes] | None = None
+        self._url: str | None = None
+
+    @property
+    def url(self) -> str:
+        if self._url is None:
+            raise RuntimeError("the local AWS process is not started; call start() first")
+        return self._url
+
+    @property
+    def control(self) -> LocalAwsControl:
+        return LocalAwsControl(self.url)
+
+    def start(self) -> LocalAwsProcess:
+        with tempfile.TemporaryDirectory(prefix="orca-local-aws-") as tmp:
+            ready = Path(tmp) / "ready"
+            command = [sys.executable, "-m", "orca_local.aws", "--host", self.host]
+            command += ["--port", str(self.port), "--ready-file", str(ready)]
+            self._process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+            deadline = time.monotonic() + self.start_timeout
+            while not ready.exists():
+                if self._process.poll() is not None:
+                    raise RuntimeError(
+                        f"the local AWS exited with {self._process.returncode} before it was ready"
+                    )
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"the local AWS was not ready in {self.start_timeout}s")
+                time.sleep(0.05)
+            self._url = ready.read_text().strip()
+        return self
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._process = None
+
+    def __enter__(self) -> LocalAwsProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="The local AWS: moto with ORCA's extensions.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--ready-file", type=Path, help="written with the URL once serving")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=os.environ.get("ORCA_LOG_LEVEL", "INFO"))
+
+    server = LocalAws(args.host, args.port).start()
+    if args.ready_file:
+        # Written whole then renamed, so a reader never sees half a URL.
+        partial = args.ready_file.with_suffix(".partial")
+        partial.write_text(server.url + "\n")
+        partial.replace(args.ready_file)
+    sys.stdout.write(server.url + "\n")
+    sys.stdout.flush()
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()

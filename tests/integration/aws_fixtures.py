@@ -1,0 +1,82 @@
+"""Fixtures for tests against the local AWS (moto with ORCA's extensions) on loopback.
+
+A test module uses them with ``pytest_plugins = ["tests.integration.aws_fixtures"]``
+(and must not import this module itself: pytest could then not rewrite its asserts).
+
+- ``local_aws``: one :class:`~orca_local.aws.LocalAwsProcess` per test session, on a
+  free loopback port, in its own process so its state is its own; ``.url`` and
+  ``.control`` (capacity errors, shutdown from inside).
+- ``aws_clients``: :class:`~orca.aws.clients.AwsClients` for it, with test
+  credentials and a single attempt per call, so a failure shows at once.
+- ``clients_for``: makes such clients for any endpoint URL.
+- ``envelope``: a department's envelope created in it once per session; it names its
+  cluster, department and region.
+- ``fast_pacer``: a :class:`~orca.aws.ratelimit.Pacer` that never waits, for tests
+  that launch many instances against the local AWS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import boto3
+import pytest
+
+from orca.aws.clients import AwsClients
+from orca.aws.ratelimit import BucketLimit, Pacer
+from orca_local.aws import LocalAwsProcess
+from orca_local.envelope import Envelope, create_envelope
+
+REGION = "us-east-1"
+CLUSTER = "test-cluster"
+DEPARTMENT = "physics"
+
+
+def local_session(region: str = REGION) -> boto3.Session:
+    """A boto3 session with the credentials moto accepts; nothing leaves loopback."""
+    return boto3.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name=region
+    )
+
+
+def local_clients(url: str, region: str = REGION) -> AwsClients:
+    return AwsClients(
+        region,
+        endpoint_url=url,
+        retry_mode="standard",
+        max_attempts=1,
+        connect_timeout=2,
+        session=local_session(region),
+    )
+
+
+@pytest.fixture(scope="session")
+def local_aws() -> Iterator[LocalAwsProcess]:
+    with LocalAwsProcess("127.0.0.1", 0) as server:
+        yield server
+
+
+@pytest.fixture
+def aws_clients(local_aws: LocalAwsProcess) -> Iterator[AwsClients]:
+    yield local_clients(local_aws.url)
+    local_aws.control.clear_capacity_errors()
+
+
+@pytest.fixture
+def clients_for() -> Callable[[str], AwsClients]:
+    return local_clients
+
+
+@pytest.fixture(scope="session")
+def envelope(local_aws: LocalAwsProcess) -> Envelope:
+    return create_envelope(
+        local_clients(local_aws.url), department=DEPARTMENT, cluster=CLUSTER, region=REGION
+    )
+
+
+@pytest.fixture
+def fast_pacer() -> Pacer:
+    unlimited = BucketLimit(10_000, 10_000.0)
+    return Pacer(
+        {"RunInstances": unlimited, "TerminateInstances": unlimited, "Describe": unlimited}
+    )
