@@ -8,7 +8,6 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 from orca import __version__
 from orca.logging_setup import configure_logging
@@ -45,11 +44,10 @@ def _check_settings(args: argparse.Namespace) -> int:
     return 0
 
 
-def _agent(args: argparse.Namespace) -> int:
-    configure_logging(args.log_level)
-    from orca.agent.main import main as agent_main
+def _agent(argv: Sequence[str]) -> int:
+    from orca.agent import cli_main
 
-    return agent_main(Path(args.config))
+    return cli_main(argv)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,14 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("settings", help="validate the settings and print them")
     check.set_defaults(handler=_check_settings)
 
-    agent = commands.add_parser("agent", help="run the pod on this EC2 instance")
-    agent.add_argument("--config", required=True, help="the agent settings file from user data")
-    agent.add_argument("--log-level", default="INFO")
-    agent.set_defaults(handler=_agent)
+    # The agent parses its own arguments (orca agent --help); listed here for orca --help.
+    commands.add_parser("agent", help="run the pod on this EC2 instance", add_help=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["agent"]:
+        return _agent(argv[1:])
     args = build_parser().parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
     return handler(args)

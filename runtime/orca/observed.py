@@ -46,6 +46,16 @@ class Observed:
         with self._lock:
             return self._pods.get(uid)
 
+    def pod_named(self, namespace: str, name: str) -> Pod | None:
+        """The pod ``namespace/name`` on this node; the newest if a recreated one overlaps."""
+        with self._lock:
+            found = [
+                p
+                for p in self._pods.values()
+                if p["metadata"].get("name") == name and p["metadata"].get("namespace") == namespace
+            ]
+        return max(found, key=_version, default=None)
+
     def pod_uids(self) -> set[str]:
         with self._lock:
             return set(self._pods)

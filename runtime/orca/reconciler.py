@@ -189,8 +189,9 @@ class Reconciler:
         spec = self._resolve(pod)
         if spec is None:
             return
-        now = self.clock()
-        deadline = now + spec.lifetime
+        # Whole seconds: the deadline is recorded on the pod and must give the same
+        # user data when a restarted runtime repeats the launch.
+        deadline = (self.clock() + spec.lifetime).replace(microsecond=0)
         self._launch_attempt(pod, spec, attempt=1, deadline=deadline)
 
     def _resume_launch(self, pod: Pod, live: list[Instance]) -> None:
@@ -198,10 +199,13 @@ class Reconciler:
         uid = pod["metadata"]["uid"]
         annotations = pod["metadata"]["annotations"]
         attempt = int(annotations[tags.LAUNCH_ATTEMPT_ANNOTATION])
-        if not live and not self.observed.instances_synced.is_set():
-            live = self.ec2.list_instances({tags.POD_UID: uid})
-        if live:
-            instance = live[0]
+        # DescribeInstances is eventually consistent and the listing may predate the
+        # launch, so ask directly; an instance that already ended is adopted too, so
+        # that its report (or its loss) decides the pod rather than a second launch.
+        found = live or self.ec2.list_instances({tags.POD_UID: uid}, include_terminated=True)
+        found.sort(key=lambda i: (i.tags.get(tags.ATTEMPT) != str(attempt), not i.live))
+        if found:
+            instance = found[0]
             log.info(
                 "adopting %s for pod %s (launch attempt %s)", instance.instance_id, uid, attempt
             )

@@ -10,6 +10,7 @@ from orca import tags
 from orca.aws.bundles import BundleStore
 from orca.aws.clients import AwsClients
 from orca.aws.ec2 import Ec2
+from orca.aws.logs import ContainerLogs
 from orca.aws.queue import StatusQueue
 from orca.catalog import CachedCatalog
 from orca.controller import PodController
@@ -18,6 +19,7 @@ from orca.kube.client import api_client
 from orca.kube.events import EventRecorder
 from orca.kube.nodes import NodeApi
 from orca.kube.pods import PodApi
+from orca.kubelet_api import KubeletApi, build_kubelet_api
 from orca.launching import Launcher
 from orca.node import NodeKeeper
 from orca.observed import Observed
@@ -33,8 +35,17 @@ class Runtime:
     settings: Settings
     node: NodeKeeper
     controller: PodController
+    kubelet: KubeletApi | None = None
 
     def start(self) -> None:
+        # The kubelet API listens before the node is registered, so the node advertises the
+        # port it really has (a free one when kubelet_port is 0).
+        if self.kubelet is not None:
+            self.kubelet.start()
+            if self.kubelet.port != self.settings.kubelet_port:
+                self.node.settings = self.settings.model_copy(
+                    update={"kubelet_port": self.kubelet.port}
+                )
         self.node.register()
         self.node.start()
         self.controller.start()
@@ -54,6 +65,8 @@ class Runtime:
         )
         self.controller.stop()
         self.node.stop()
+        if self.kubelet is not None:
+            self.kubelet.stop()
 
     def run_until(self, stop: threading.Event) -> None:
         self.start()
@@ -96,4 +109,5 @@ def build_runtime(settings: Settings, aws: AwsClients | None = None) -> Runtime:
         "instances are owned by %s",
         tags.ownership_filter(cluster=settings.cluster_name, department=settings.department),
     )
-    return Runtime(settings=settings, node=node, controller=controller)
+    kubelet = build_kubelet_api(settings, observed, ContainerLogs(aws.logs, settings.log_group))
+    return Runtime(settings=settings, node=node, controller=controller, kubelet=kubelet)

@@ -20,7 +20,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, FilePath, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -95,6 +95,19 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
+    # The kubelet API (kubectl logs) serves HTTPS with this certificate; without one it is off.
+    kubelet_tls_cert_file: FilePath | None = None
+    kubelet_tls_key_file: FilePath | None = None
+    # The CA that signs the API server's kubelet client certificate (kubelet --client-ca-file).
+    kubelet_client_ca_file: FilePath | None = None
+    # Client certificate identities (CN, or an O group) allowed to read logs.
+    kubelet_allowed_clients: list[str] = Field(
+        default_factory=lambda: ["kube-apiserver-kubelet-client", "system:kube-apiserver"],
+        min_length=1,
+    )
+    # For local use only: serve any client, with or without a certificate.
+    kubelet_insecure_allow_any_client: bool = False
+
     @field_validator("department")
     @classmethod
     def _department_is_a_dns_label(cls, value: str) -> str:
@@ -131,6 +144,24 @@ class Settings(BaseSettings):
             raise ValueError("default_max_lifetime must be positive")
         if self.default_max_lifetime > self.max_lifetime_ceiling:
             raise ValueError("default_max_lifetime is longer than max_lifetime_ceiling")
+        return self
+
+    @model_validator(mode="after")
+    def _kubelet_tls_is_complete(self) -> Settings:
+        if (self.kubelet_tls_cert_file is None) != (self.kubelet_tls_key_file is None):
+            raise ValueError(
+                "kubelet_tls_cert_file and kubelet_tls_key_file go together; set both or neither"
+            )
+        if (
+            self.kubelet_tls_cert_file is not None
+            and self.kubelet_client_ca_file is None
+            and not self.kubelet_insecure_allow_any_client
+        ):
+            raise ValueError(
+                "the kubelet API needs kubelet_client_ca_file (the CA of the API server's "
+                "kubelet client certificate) to authenticate callers; only for local use, "
+                "set kubelet_insecure_allow_any_client=true instead"
+            )
         return self
 
     @property

@@ -39,7 +39,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,6 +95,7 @@ class InstanceEmulator:
         image_map: Sequence[tuple[str, str]] = DEFAULT_IMAGE_MAP,
         power_off: Callable[[str], object] | None = None,
         poll_interval: float = 0.5,
+        tag_filter: Mapping[str, str] | None = None,
         agent_log_level: str = "INFO",
     ) -> None:
         self._ec2 = ec2_client
@@ -106,6 +107,8 @@ class InstanceEmulator:
         self.image_map = image_map
         self._power_off = power_off or _control_power_off(endpoint_url)
         self.poll_interval = poll_interval
+        # Only instances with these tags (say, one department's) are booted here.
+        self.tag_filter = dict(tag_filter or {})
         self.agent_log_level = agent_log_level
         self.instances: dict[str, EmulatedInstance] = {}
         self._lock = threading.Lock()
@@ -164,6 +167,7 @@ class InstanceEmulator:
         filters = [
             {"Name": f"tag:{tags.MANAGED_BY}", "Values": [tags.MANAGED_BY_VALUE]},
             {"Name": "instance-state-name", "Values": list(_ALL_STATES)},
+            *({"Name": f"tag:{k}", "Values": [v]} for k, v in self.tag_filter.items()),
         ]
         states: dict[str, tuple[str, str | None]] = {}
         with aws_call("describing the local EC2's instances"):

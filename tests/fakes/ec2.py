@@ -162,13 +162,15 @@ class FakeEc2:
                     if instance_id in self._instances:
                         self.set_state(instance_id, "terminated", "Client.UserInitiatedShutdown")
 
-    def list_instances(self, tag_filter: Mapping[str, str]) -> list[Instance]:
+    def list_instances(
+        self, tag_filter: Mapping[str, str], *, include_terminated: bool = False
+    ) -> list[Instance]:
         with self._lock:
             self._enter("DescribeInstances")
             return [
                 instance
                 for instance in self._instances.values()
-                if instance.state != "terminated"
+                if (include_terminated or instance.state != "terminated")
                 and all(instance.tags.get(k) == v for k, v in tag_filter.items())
             ]
 

@@ -268,7 +268,11 @@ def test_check_access_raises_unreachable_when_nothing_listens(
 def test_status_queue_round_trip_skips_and_deletes_a_bad_message(
     aws_clients: AwsClients, envelope: Envelope, caplog: pytest.LogCaptureFixture
 ) -> None:
-    queue = StatusQueue(aws_clients.sqs, envelope.status_queue_url)
+    # A queue of the test's own: agents of other tests report to the envelope's.
+    url = aws_clients.sqs.create_queue(QueueName=f"status-round-trip-{uuid.uuid4().hex[:8]}")[
+        "QueueUrl"
+    ]
+    queue = StatusQueue(aws_clients.sqs, url)
     report = StatusReport(
         pod_uid="uid-1",
         instance_id="i-0123456789abcdef0",
@@ -277,7 +281,7 @@ def test_status_queue_round_trip_skips_and_deletes_a_bad_message(
         phase="Running",
         containers=[ContainerReport(name="main", image="busybox", state="running", ready=True)],
     )
-    aws_clients.sqs.send_message(QueueUrl=envelope.status_queue_url, MessageBody='{"nope": 1}')
+    aws_clients.sqs.send_message(QueueUrl=url, MessageBody='{"nope": 1}')
     queue.send(report)
 
     with caplog.at_level(logging.WARNING, logger="orca.aws.queue"):

@@ -116,14 +116,17 @@ class Ec2:
         except NotFoundError:
             log.info("instance %s is already gone", instance_id)
 
-    def list_instances(self, tag_filter: Mapping[str, str]) -> list[Instance]:
-        """Every instance not terminated that carries all of ``tag_filter``.
+    def list_instances(
+        self, tag_filter: Mapping[str, str], *, include_terminated: bool = False
+    ) -> list[Instance]:
+        """Every instance that carries all of ``tag_filter``, terminated ones only if asked.
 
         One paginated DescribeInstances per call: the reconcile loop calls this once
         per cycle for all pods instead of describing instances one by one.
         """
         filters = [{"Name": f"tag:{key}", "Values": [value]} for key, value in tag_filter.items()]
-        filters.append({"Name": "instance-state-name", "Values": list(NOT_TERMINATED)})
+        if not include_terminated:
+            filters.append({"Name": "instance-state-name", "Values": list(NOT_TERMINATED)})
         context = f"listing instances tagged {dict(tag_filter)}"
         return list(self._describe(filters, context))
 
