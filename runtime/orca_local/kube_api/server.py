@@ -8,11 +8,13 @@ kubernetes client read: plain HTTP, no credentials, as a local development clust
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from dataclasses import dataclass, field
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import yaml
 
@@ -38,6 +40,13 @@ class _Server(ThreadingHTTPServer):
     # Many clients (informers, kubectl) open watches at once.
     request_queue_size = 128
     state: ApiState
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hangs up mid-request (a watch closed on shutdown) is routine.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            log.debug("client %s hung up", client_address)
+            return
+        super().handle_error(request, client_address)
 
 
 class KubeApiServer:
