@@ -2,49 +2,23 @@
 
 Kubernetes writes CPU in cores or millicores and memory with binary (Ki, Mi, Gi...)
 or decimal (k, M, G...) suffixes or an exponent. Docker's ``--cpus`` takes a
-decimal number of CPUs and ``--memory`` a byte count, so both are converted
-exactly, with :class:`~decimal.Decimal`, never through floats.
+decimal number of CPUs and ``--memory`` a byte count; the official client's
+parser reads the quantities exactly, as :class:`~decimal.Decimal`.
 """
 
 from __future__ import annotations
 
-import re
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
-_SUFFIXES = {
-    "Ki": Decimal(2**10),
-    "Mi": Decimal(2**20),
-    "Gi": Decimal(2**30),
-    "Ti": Decimal(2**40),
-    "Pi": Decimal(2**50),
-    "Ei": Decimal(2**60),
-    "n": Decimal("1e-9"),
-    "u": Decimal("1e-6"),
-    "m": Decimal("1e-3"),
-    "": Decimal(1),
-    "k": Decimal("1e3"),
-    "M": Decimal("1e6"),
-    "G": Decimal("1e9"),
-    "T": Decimal("1e12"),
-    "P": Decimal("1e15"),
-    "E": Decimal("1e18"),
-}
-_QUANTITY = re.compile(
-    r"^([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E)?$"
-)
+from kubernetes.utils.quantity import parse_quantity as kubernetes_quantity
 
 
 def parse_quantity(value: str | int | float) -> Decimal:
     """The quantity as a plain number (cores for CPU, bytes for memory, a count otherwise)."""
-    text = str(value).strip()
-    match = _QUANTITY.match(text)
-    if match is None:
-        raise ValueError(f"{text!r} is not a Kubernetes quantity (e.g. 2, 500m, 16Gi, 1e9)")
     try:
-        number = Decimal(match.group(1))
-    except InvalidOperation as e:
-        raise ValueError(f"{text!r} is not a Kubernetes quantity (e.g. 2, 500m, 16Gi)") from e
-    return number * _SUFFIXES[match.group(2) or ""]
+        return Decimal(kubernetes_quantity(str(value).strip()))
+    except (ValueError, ArithmeticError) as e:
+        raise ValueError(f"{value!r} is not a Kubernetes quantity (e.g. 2, 500m, 16Gi)") from e
 
 
 def docker_cpus(value: str | int | float, host_cpus: int | None = None) -> str:
