@@ -45,7 +45,6 @@ TERMINAL_PHASES = ("Succeeded", "Failed")
 # The agent stops the pod at its deadline; the runtime steps in if it has not.
 DEADLINE_GRACE = timedelta(minutes=2)
 MISSING_REFERENCE_RETRY_SECONDS = 10.0
-CAPACITY_RETRY_SECONDS = 60.0
 QUOTA_RETRY_SECONDS = 300.0
 # An agent sends its final report just before it powers off; the report may reach
 # the queue poller after the instance listing shows the instance gone.
@@ -320,13 +319,13 @@ class Reconciler:
         where = spec.availability_zone or "any of " + ", ".join(self.launcher.zones)
         message = (
             f"No {spec.instance_type.name} {spec.market} capacity in {where}; the pod waits and "
-            f"ORCA tries again every {CAPACITY_RETRY_SECONDS:.0f} s"
+            f"ORCA tries again every {self.settings.capacity_retry_seconds:.0f} s"
         )
         self.events.warning(pod, "WaitingForCapacity", message)
         self._set_status(
             pod, pod_status.pending_status(pod, "WaitingForCapacity", message, self.clock())
         )
-        self.queue.add_after(uid, CAPACITY_RETRY_SECONDS)
+        self.queue.add_after(uid, self.settings.capacity_retry_seconds)
 
     def _record_instance(self, pod: Pod, instance: Instance) -> None:
         pod = self._annotate(pod, {tags.INSTANCE_ID_ANNOTATION: instance.instance_id})
@@ -352,11 +351,15 @@ class Reconciler:
                 self.observed.remember_instance(instance)
 
         pending = self.observed.take_report(uid)
-        if pending is not None and pending.report.instance_id == instance_id:
-            self._apply_report(pod, pending.report, instance)
+        if pending is not None:
+            # A report from another instance of the pod (an earlier attempt) is stale.
+            current = pending.report.instance_id == instance_id
+            if current:
+                self._apply_report(pod, pending.report, instance)
             self.reports.delete(pending.receipts)
             self.observed.settle_report(uid, pending)
-            return
+            if current:
+                return
 
         if instance is None or not instance.live:
             first_seen = self._lost_since.setdefault(uid, self.clock())

@@ -89,6 +89,8 @@ class Settings(BaseSettings):
     workers: int = Field(default=8, ge=1, le=64)
     instance_resync_seconds: float = Field(default=5.0, gt=0)
     gc_min_age_seconds: float = Field(default=120.0, ge=0)
+    # How long a pod waits after every zone reported no capacity before ORCA tries again.
+    capacity_retry_seconds: float = Field(default=60.0, gt=0)
     # SQS long polling: one receive waits up to this long for agent reports (SQS allows 20).
     report_poll_seconds: int = Field(default=20, ge=1, le=20)
     lease_duration_seconds: int = Field(default=40, ge=10)

@@ -162,6 +162,7 @@ def burst(local_aws: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> It
             gc_min_age_seconds=0,
             workers=4,
             report_poll_seconds=1,
+            capacity_retry_seconds=1,
         )
         configuration = client.Configuration()
         configuration.host = kube.url

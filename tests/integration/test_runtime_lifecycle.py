@@ -208,3 +208,29 @@ def test_pods_on_other_nodes_are_not_touched(burst: Burst) -> None:
     assert len(burst.instances()) == 1
     assert PodApi  # the runtime's pod API filters by node on the server side
     assert burst.phase("default", "elsewhere") == "Pending"
+
+
+def test_no_capacity_in_one_zone_moves_the_launch_to_the_next_zone(
+    burst: Burst, local_aws: Any
+) -> None:
+    # g6e.2xlarge is used by no other test, so the injected shortage is this test's alone.
+    local_aws.control.inject_capacity_error("g6e.2xlarge", "us-east-1a")
+    local_aws.control.inject_capacity_error("g6e.2xlarge", "us-east-1b", times=1)
+    burst.start()
+    pod = burst.create(_cpu_pod("short-of-l40s", **{"orca.research/instance-type": "g6e.2xlarge"}))
+    uid = pod["metadata"]["uid"]
+
+    try:
+        [instance] = eventually(lambda: burst.instances(uid), timeout=60, what="a launch")
+    finally:
+        local_aws.control.clear_capacity_errors()
+
+    assert instance.availability_zone == "us-east-1b"
+    events = burst.events("default", "short-of-l40s")
+    shortages = [
+        e["message"]
+        for e in events
+        if e["reason"] in ("InsufficientCapacity", "WaitingForCapacity") and e["type"] == "Warning"
+    ]
+    assert any("us-east-1a" in message for message in shortages), shortages
+    assert instance.tags[tags.ATTEMPT] != "1"
