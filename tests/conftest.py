@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.integration.kube_fixtures",
     "tests.integration.docker_fixtures",
     "tests.integration.runtime_fixtures",
+    "tests.integration.kubelet_fixtures",
 ]

@@ -12,8 +12,8 @@ The query parameters are those of PodLogOptions as the API server forwards them:
 ``tailLines``, ``sinceSeconds``/``sinceTime``, ``timestamps`` (each line prefixed with its
 time in the kubelet's fixed nine-digit RFC 3339 form) and ``limitBytes``. A follow ends once
 the container is terminated and its stream is drained, when the pod leaves the node, when the
-client goes away, or when the runtime stops. ``/healthz`` answers ``ok``; exec, attach,
-port-forward and run answer 501 for now.
+client goes away, or when the runtime stops. ``/healthz`` answers ``ok`` to anyone (it is
+for probes and tells nothing about pods); exec, attach, port-forward and run answer 501.
 
 Log contents are never logged here; only which stream was served to whom.
 """
@@ -77,13 +77,22 @@ class _Server(ThreadingHTTPServer):
         try:
             tls.settimeout(IO_SECONDS)
             _Handler(tls, client_address, self)
+        except OSError as e:
+            log.debug("kubelet API: connection from %s ended: %s", client_address[0], e)
+        except Exception:
+            log.exception("kubelet API: a request from %s failed", client_address[0])
         finally:
             tls.close()
 
 
 class _Handler(BaseHTTPRequestHandler):
+    # One request per connection: the API server opens one per log request anyway.
     protocol_version = "HTTP/1.1"
     server: _Server
+
+    def handle(self) -> None:
+        self.close_connection = True
+        self.handle_one_request()
 
     def do_GET(self) -> None:
         url = urllib.parse.urlsplit(self.path)
@@ -132,6 +141,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "text/plain; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(body)
 
@@ -139,6 +149,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("Connection", "close")
         self.end_headers()
 
     def chunk(self, data: bytes) -> None:

@@ -46,7 +46,12 @@ class Runtime:
                 self.node.settings = self.settings.model_copy(
                     update={"kubelet_port": self.kubelet.port}
                 )
-        self.node.register()
+        try:
+            self.node.register()
+        except Exception:
+            if self.kubelet is not None:
+                self.kubelet.stop()
+            raise
         self.node.start()
         self.controller.start()
         log.info(

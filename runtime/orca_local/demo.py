@@ -7,9 +7,10 @@ configured only through ``ORCA_*`` variables, as in a cluster), the binder
 (the scheduler's stand-in) and the instance emulator (which runs the real
 agent, and the pods' containers under Docker, for each instance the runtime
 starts); applies the pods in ``examples/`` with kubectl; follows them to the
-end; prints each pod's outcome and its instance's final state; deletes the pods
-and stops everything. It exits non-zero if any pod did not end as expected or
-any instance was left running.
+end; prints each pod's outcome, its instance's final state and its log (read
+with ``kubectl logs``, which the emulator proxies to the runtime's kubelet API,
+which reads CloudWatch Logs); deletes the pods and stops everything. It exits
+non-zero if any pod did not end as expected or any instance was left running.
 
 With ``--kubeconfig`` the pods go to that cluster and its scheduler instead of
 the emulator; AWS and the instances are still emulated, and the node, pods and
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -43,6 +45,7 @@ from orca.aws.logs import ContainerLogs, stream_name
 from orca.kube.client import api_client
 from orca_local import services
 from orca_local.binder import Binder
+from orca_local.certificates import KubeletPki, create_kubelet_pki
 from orca_local.envelope import Envelope, create_envelope
 from orca_local.instances import InstanceEmulator
 
@@ -75,8 +78,14 @@ EXPECTED = {
 }
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def runtime_environment(
-    envelope: Envelope, kubeconfig: Path, base: dict[str, str]
+    envelope: Envelope, kubeconfig: Path, base: dict[str, str], pki: KubeletPki
 ) -> dict[str, str]:
     """The ``ORCA_*`` settings for the department's runtime, from its envelope."""
     import json
@@ -84,6 +93,8 @@ def runtime_environment(
     return {
         **os.environ,
         **base,
+        **pki.runtime_environment(),
+        "ORCA_KUBELET_PORT": str(free_port()),
         "ORCA_DEPARTMENT": DEPARTMENT,
         "ORCA_CLUSTER_NAME": CLUSTER,
         "ORCA_REGION": REGION,
@@ -160,7 +171,7 @@ class Demo:
                 state_dir=self.state / "instances",
             )
             stack.enter_context(emulator)
-            runtime_env = runtime_environment(envelope, kubeconfig, env)
+            runtime_env = runtime_environment(envelope, kubeconfig, env, self._kubelet_pki())
             stack.enter_context(
                 background(
                     [sys.executable, "-m", "orca.cli", "run"],
@@ -175,7 +186,7 @@ class Demo:
 
             pods = self._apply_examples(kubeconfig)
             outcome = self._follow(core, pods)
-            report = self._report(core, aws, envelope, pods, outcome)
+            report = self._report(kubeconfig, aws, envelope, pods, outcome)
             self._delete_pods(kubeconfig, core, pods)
             leaked = self._leaked_instances(aws)
             if leaked:
@@ -191,6 +202,12 @@ class Demo:
         env = services.up(self.state / "services", kube=self.real_cluster is None)
         stack.callback(services.down, self.state / "services")
         return env
+
+    def _kubelet_pki(self) -> KubeletPki:
+        """The emulator's kubelet PKI; for a real cluster, a local one (its CA is unknown)."""
+        if self.real_cluster is None:
+            return services.kubelet_pki(self.state / "services")
+        return create_kubelet_pki(self.state / "pki", node_name=f"orca-{DEPARTMENT}")
 
     def _wait_for_node(self, core: client.CoreV1Api) -> None:
         node = f"orca-{DEPARTMENT}"
@@ -251,7 +268,7 @@ class Demo:
 
     def _report(
         self,
-        core: client.CoreV1Api,
+        kubeconfig: Path,
         aws: AwsClients,
         envelope: Envelope,
         pods: list[tuple[str, str]],
@@ -269,7 +286,7 @@ class Demo:
             instance_id = annotations.get(tags.INSTANCE_ID_ANNOTATION)
             instance = ec2.get_instances([instance_id])[0] if instance_id else None
             exit_code = _exit_code(pod)
-            lines = _log_lines(logs, pod) if pod else []
+            lines = self._pod_log(kubeconfig, logs, pod) if pod else []
             ok = (
                 expected is not None
                 and _phase(pod) == expected.phase
@@ -293,6 +310,30 @@ class Demo:
                 self.console.print(f"  [dim]{key} log:[/] {line}")
         self.console.print(table)
         return all_ok
+
+    def _pod_log(self, kubeconfig: Path, logs: ContainerLogs, pod: dict[str, Any]) -> list[str]:
+        """The pod's log lines as ``kubectl logs`` gives them, container by container."""
+        meta = pod["metadata"]
+        lines: list[str] = []
+        for container in pod["spec"]["containers"]:
+            try:
+                text = kubectl(
+                    kubeconfig,
+                    "logs",
+                    meta["name"],
+                    "-n",
+                    meta["namespace"],
+                    "-c",
+                    container["name"],
+                )
+            except RuntimeError as e:
+                self.console.print(f"  [yellow]{e}[/]")
+                # A real cluster's API server cannot reach the demo's loopback kubelet API.
+                if self.real_cluster is not None:
+                    lines += _log_lines(logs, pod, container["name"])
+                continue
+            lines += text.splitlines()
+        return lines
 
     def _delete_pods(
         self, kubeconfig: Path, core: client.CoreV1Api, pods: list[tuple[str, str]]
@@ -405,16 +446,15 @@ def _progress_table(latest: dict[str, Any]) -> Table:
     return table
 
 
-def _log_lines(logs: ContainerLogs, pod: dict[str, Any]) -> list[str]:
+def _log_lines(logs: ContainerLogs, pod: dict[str, Any], container: str) -> list[str]:
+    """One container's lines read from CloudWatch Logs directly."""
     meta = pod["metadata"]
-    lines = []
-    for container in pod["spec"]["containers"]:
-        stream = stream_name(meta["namespace"], meta["name"], meta["uid"], container["name"])
-        try:
-            lines += [line.message for line in logs.read(stream)]
-        except Exception as e:  # a pod that never ran has no stream
-            log.debug("no logs in %s: %s", stream, e)
-    return lines
+    stream = stream_name(meta["namespace"], meta["name"], meta["uid"], container)
+    try:
+        return [line.message for line in logs.read(stream)]
+    except Exception as e:  # a pod that never ran has no stream
+        log.debug("no logs in %s: %s", stream, e)
+        return []
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,8 +4,13 @@
 extensions), the Kubernetes API emulator and a Docker daemon of its own, each
 in the background on loopback, and writes ``<state>/services.env`` with what a
 client needs to reach them (``AWS_ENDPOINT_URL``, ``KUBECONFIG``,
-``DOCKER_HOST``). ``down`` stops what ``up`` started. The Makefile brackets the
-tests and the demo with the two, so nothing is left running.
+``DOCKER_HOST``). The emulator proxies ``kubectl logs`` to kubelets with the
+API server's client certificate from a local CA in ``<state>/pki``
+(:func:`kubelet_pki`), which also holds the serving certificate a runtime's
+kubelet API uses; services.env leaves those out, so a runtime serves its
+kubelet API only where it is given them (the demo does). ``down`` stops what
+``up`` started. The Makefile brackets the tests and the demo with the two, so
+nothing is left running.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+from orca_local.certificates import KubeletPki, create_kubelet_pki
 from orca_local.docker_daemon import DockerDaemon
 from orca_local.kube_api.server import write_kubeconfig
 
@@ -78,7 +84,8 @@ def up(state: Path, *, kube: bool = True, docker: bool = True) -> dict[str, str]
     env["AWS_ENDPOINT_URL"] = _start_background("aws", "orca_local.aws", state)
     log.info("local AWS (moto) at %s", env["AWS_ENDPOINT_URL"])
     if kube:
-        url = _start_background("kube-api", "orca_local.kube_api", state)
+        pki = create_kubelet_pki(state / "pki")
+        url = _start_background("kube-api", "orca_local.kube_api", state, *pki.emulator_arguments())
         env["KUBECONFIG"] = str(write_kubeconfig(state / "kubeconfig", url))
         log.info("Kubernetes API emulator at %s", url)
     if docker:
@@ -87,6 +94,11 @@ def up(state: Path, *, kube: bool = True, docker: bool = True) -> dict[str, str]
     lines = [f"export {key}={value}" for key, value in sorted(env.items())]
     (state / "services.env").write_text("\n".join(lines) + "\n")
     return env
+
+
+def kubelet_pki(state: Path) -> KubeletPki:
+    """The certificates :func:`up` made for the emulator and the runtimes' kubelet APIs."""
+    return KubeletPki.in_directory(state / "pki")
 
 
 def down(state: Path) -> None:

@@ -25,7 +25,6 @@ from orca.messages import ContainerReport, StatusReport
 from orca_local.certificates import KubeletPki, issue_client_certificate
 from tests.integration.runtime_fixtures import Burst, eventually
 
-pytest_plugins = ["tests.integration.kubelet_fixtures"]
 pytestmark = pytest.mark.integration
 
 KUBECTL = Path(sys.executable).parent / "kubectl"
@@ -153,31 +152,30 @@ def test_kubectl_logs_follow_streams_until_the_container_terminates(
     agent = _running_pod(logs_burst, "follower")
     agent.write((START, "starting"))
 
-    follow = subprocess.Popen(
+    seen: list[str] = []
+    with subprocess.Popen(
         [str(KUBECTL), "--kubeconfig", str(logs_kubeconfig), "logs", "-f", "follower"],
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
-    )
-    seen: list[str] = []
-    reader = threading.Thread(target=lambda: seen.extend(follow.stdout or []), daemon=True)
-    reader.start()
-    try:
-        eventually(lambda: seen == ["starting\n"], what="the first line through -f")
-        agent.write((START + timedelta(seconds=1), "epoch 1 done"))
-        eventually(lambda: len(seen) == 2, what="a line written during the follow")
-        assert follow.poll() is None, "the follow ended while the container still runs"
+    ) as follow:
+        reader = threading.Thread(target=lambda: seen.extend(follow.stdout or []), daemon=True)
+        reader.start()
+        try:
+            eventually(lambda: seen == ["starting\n"], what="the first line through -f")
+            agent.write((START + timedelta(seconds=1), "epoch 1 done"))
+            eventually(lambda: len(seen) == 2, what="a line written during the follow")
+            assert follow.poll() is None, "the follow ended while the container still runs"
 
-        agent.write((START + timedelta(seconds=2), "finished"))
-        agent.report("terminated", exit_code=0)
-        follow.wait(timeout=30)
-    finally:
-        if follow.poll() is None:
-            follow.kill()
-        follow.wait()
-    reader.join(timeout=5)
+            agent.write((START + timedelta(seconds=2), "finished"))
+            agent.report("terminated", exit_code=0)
+            follow.wait(timeout=30)
+        finally:
+            if follow.poll() is None:
+                follow.kill()
+            reader.join(timeout=5)
 
-    assert follow.returncode == 0, follow.stderr.read() if follow.stderr else ""
+    assert follow.returncode == 0, seen
     assert seen == ["starting\n", "epoch 1 done\n", "finished\n"]
 
 
