@@ -37,6 +37,8 @@ class Observed:
         self._pods: dict[str, Pod] = {}
         self._instances: dict[str, list[Instance]] = {}
         self._reports: dict[str, PendingReport] = {}
+        # Pods this process saw and then saw go: their instances can be ended at once.
+        self._deleted: set[str] = set()
         self.pods_synced = threading.Event()
         self.instances_synced = threading.Event()
 
@@ -70,13 +72,20 @@ class Observed:
 
     def forget_pod(self, uid: str) -> None:
         with self._lock:
-            self._pods.pop(uid, None)
+            if self._pods.pop(uid, None) is not None:
+                self._deleted.add(uid)
+
+    def was_deleted(self, uid: str) -> bool:
+        """Whether this process saw the pod and then saw it deleted."""
+        with self._lock:
+            return uid in self._deleted
 
     def replace_pods(self, pods: list[Pod]) -> set[str]:
         """Set the pods from a full list; returns every UID that changed or vanished."""
         with self._lock:
             before = set(self._pods)
             self._pods = {p["metadata"]["uid"]: p for p in pods}
+            self._deleted |= before - set(self._pods)
             return before | set(self._pods)
 
     # Instances, keyed by the pod UID in their tags.

@@ -5,7 +5,8 @@ that pod may have changed, from any number of worker threads (never two for
 the same UID). It is idempotent: called twice with nothing new, it changes
 nothing. The paths, in the order they are checked:
 
-- the pod is gone: terminate its instances, delete its bundle;
+- the pod was seen deleted: terminate its instances, delete its bundle (an
+  instance whose pod this process never saw is left to the garbage collector);
 - the pod is being deleted: terminate, then release the pod object;
 - the pod is Succeeded or Failed: make sure its instance is terminated;
 - the pod has no launch intent: check its contract, write the intent, launch;
@@ -105,7 +106,10 @@ class Reconciler:
         pod = self.observed.pod(uid)
         live = [i for i in self.observed.instances(uid) if i.live]
         if pod is None:
-            self._pod_gone(uid, live)
+            # Instances of pods this process never saw are the garbage collector's: it
+            # waits for a minimum age and confirms with the API server before ending them.
+            if self.observed.was_deleted(uid):
+                self._pod_gone(uid, live)
             return
         if pod["metadata"].get("deletionTimestamp"):
             self._pod_deleting(pod, live)

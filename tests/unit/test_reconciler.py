@@ -1,0 +1,327 @@
+"""The reconciler's decisions, against stateful fakes of EC2 and the pod API."""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from orca import tags
+from orca.catalog import Catalog
+from orca.launching import Launcher
+from orca.messages import ContainerReport, StatusReport
+from orca.observed import Observed
+from orca.reconciler import FINAL_REPORT_GRACE, Reconciler
+from orca.workqueue import WorkQueue
+from tests.fakes.ec2 import DEFAULT_SUBNETS, FakeEc2
+from tests.unit.helpers import pod, settings
+
+NOW = datetime(2026, 12, 3, 19, 0, tzinfo=UTC)
+
+
+class FakePods:
+    """The pod API: keeps the pods it is given and applies annotations and status."""
+
+    def __init__(self) -> None:
+        self.pods: dict[str, dict[str, Any]] = {}
+        self.released: list[str] = []
+        self.version = 100
+
+    def add(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        stored = copy.deepcopy(manifest)
+        stored["metadata"]["resourceVersion"] = str(self.version)
+        self.pods[stored["metadata"]["uid"]] = stored
+        return copy.deepcopy(stored)
+
+    def _bump(self, uid: str) -> dict[str, Any]:
+        self.version += 1
+        self.pods[uid]["metadata"]["resourceVersion"] = str(self.version)
+        return copy.deepcopy(self.pods[uid])
+
+    def annotate(self, p: dict[str, Any], annotations: dict[str, str | None]) -> dict[str, Any]:
+        stored = self.pods[p["metadata"]["uid"]]["metadata"].setdefault("annotations", {})
+        for key, value in annotations.items():
+            if value is None:
+                stored.pop(key, None)
+            else:
+                stored[key] = value
+        return self._bump(p["metadata"]["uid"])
+
+    def patch_status(self, p: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+        current = self.pods[p["metadata"]["uid"]].setdefault("status", {})
+        for key, value in status.items():
+            if value is None:
+                current.pop(key, None)
+            else:
+                current[key] = value
+        return self._bump(p["metadata"]["uid"])
+
+    def release(self, p: dict[str, Any]) -> None:
+        self.released.append(p["metadata"]["uid"])
+
+    def config_map(self, namespace: str, name: str) -> None:
+        return None
+
+    def secret(self, namespace: str, name: str) -> None:
+        return None
+
+
+class FakeEvents:
+    def __init__(self) -> None:
+        self.recorded: list[tuple[str, str, str]] = []
+
+    def normal(self, p: dict[str, Any], reason: str, message: str) -> None:
+        self.recorded.append(("Normal", reason, message))
+
+    def warning(self, p: dict[str, Any], reason: str, message: str) -> None:
+        self.recorded.append(("Warning", reason, message))
+
+    def record(self, p: dict[str, Any], kind: str, reason: str, message: str) -> None:
+        self.recorded.append((kind, reason, message))
+
+    def forget(self, uid: str) -> None:
+        pass
+
+    def reasons(self) -> list[str]:
+        return [reason for _, reason, _ in self.recorded]
+
+
+class FakeBundles:
+    def __init__(self) -> None:
+        self.stored: dict[str, Any] = {}
+
+    def put(self, bundle: Any) -> str:
+        self.stored[bundle.pod_uid] = bundle
+        return f"s3://bundles/{bundle.pod_uid}.json"
+
+    def delete(self, uid: str) -> None:
+        self.stored.pop(uid, None)
+
+
+class FakeReports:
+    def __init__(self) -> None:
+        self.deleted: list[str] = []
+
+    def delete(self, receipts: list[str]) -> None:
+        self.deleted.extend(receipts)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+class World:
+    """A reconciler wired to fakes, and the handles a test needs."""
+
+    def __init__(self) -> None:
+        self.settings = settings(
+            subnet_ids=[s.subnet_id for s in DEFAULT_SUBNETS], capacity_retry_seconds=1
+        )
+        self.ec2 = FakeEc2()
+        self.pods = FakePods()
+        self.events = FakeEvents()
+        self.bundles = FakeBundles()
+        self.reports = FakeReports()
+        self.observed = Observed()
+        self.queue = WorkQueue()
+        self.clock = Clock()
+        self.reconciler = Reconciler(
+            settings=self.settings,
+            observed=self.observed,
+            pods=self.pods,  # type: ignore[arg-type]
+            events=self.events,  # type: ignore[arg-type]
+            ec2=self.ec2,  # type: ignore[arg-type]
+            bundles=self.bundles,  # type: ignore[arg-type]
+            reports=self.reports,  # type: ignore[arg-type]
+            launcher=Launcher(self.settings, self.ec2, DEFAULT_SUBNETS),  # type: ignore[arg-type]
+            catalog=Catalog.shipped,
+            queue=self.queue,
+            clock=self.clock,
+        )
+
+    def create(self, manifest: dict[str, Any]) -> str:
+        self.observed.remember_pod(self.pods.add(manifest))
+        return str(manifest["metadata"]["uid"])
+
+    def reconcile(self, uid: str) -> dict[str, Any]:
+        """Reconcile once; returns a copy of the pod as the API then holds it."""
+        self.reconciler.reconcile(uid)
+        return copy.deepcopy(self.pods.pods[uid])
+
+    def instance_of(self, uid: str) -> Any:
+        [instance] = [i for i in self.ec2.all_instances() if i.tags[tags.POD_UID] == uid]
+        return instance
+
+
+def cpu_pod(**annotations: str) -> dict[str, Any]:
+    return pod({"orca.research/instance-type": "m7i.large", **annotations})
+
+
+def report(uid: str, instance_id: str, sequence: int, phase: str, code: int | None) -> StatusReport:
+    state = "running" if code is None else "terminated"
+    container = ContainerReport(
+        name="c", image="busybox", state=state, exit_code=code, started_at=NOW, ready=code is None
+    )
+    return StatusReport(
+        pod_uid=uid,
+        instance_id=instance_id,
+        sequence=sequence,
+        sent_at=NOW,
+        phase=phase,  # type: ignore[arg-type]
+        containers=[container],
+    )
+
+
+def test_launch_writes_intent_before_and_instance_id_after_the_call() -> None:
+    world = World()
+    uid = world.create(cpu_pod())
+
+    stored = world.reconcile(uid)
+
+    annotations = stored["metadata"]["annotations"]
+    instance = world.instance_of(uid)
+    assert annotations[tags.LAUNCH_ATTEMPT_ANNOTATION] == "1"
+    assert annotations[tags.INSTANCE_ID_ANNOTATION] == instance.instance_id
+    assert annotations[tags.DEADLINE_ANNOTATION] == "2026-12-04T19:00:00Z"
+    request = world.ec2.request_of(instance.instance_id)
+    assert request.client_token == annotations[tags.CLIENT_TOKEN_ANNOTATION]
+    assert world.events.reasons() == ["Launching", "Launched"]
+    assert world.ec2.calls["RunInstances"] == 1
+
+
+def test_reconciling_again_with_nothing_new_changes_nothing() -> None:
+    world = World()
+    uid = world.create(cpu_pod())
+    world.reconcile(uid)
+    version = world.pods.version
+
+    world.reconcile(uid)
+
+    assert world.ec2.calls["RunInstances"] == 1
+    assert world.pods.version == version
+
+
+def test_instance_of_a_pod_never_seen_is_left_to_the_garbage_collector() -> None:
+    world = World()
+    uid = world.create(cpu_pod())
+    world.reconcile(uid)
+    instance = world.instance_of(uid)
+    stranger = World()
+    stranger.ec2 = world.ec2
+    stranger.reconciler.ec2 = world.ec2
+    stranger.observed.remember_instance(instance)
+
+    stranger.reconciler.reconcile(uid)
+
+    assert world.ec2.instance(instance.instance_id).state == "pending"
+
+
+def test_pod_seen_deleted_has_its_instance_terminated_and_bundle_removed() -> None:
+    world = World()
+    uid = world.create(cpu_pod())
+    world.reconcile(uid)
+    world.observed.remember_instance(world.instance_of(uid))
+
+    world.observed.forget_pod(uid)
+    world.reconciler.reconcile(uid)
+
+    assert world.instance_of(uid).state in ("shutting-down", "terminated")
+    assert uid not in world.bundles.stored
+
+
+def test_out_of_memory_report_fails_the_pod_and_ends_the_instance() -> None:
+    world = World()
+    uid = world.create(cpu_pod())
+    world.reconcile(uid)
+    instance_id = world.instance_of(uid).instance_id
+    world.observed.offer_report(report(uid, instance_id, 7, "Succeeded", 137), "receipt-7")
+
+    stored = world.reconcile(uid)
+    world.reconcile(uid)
+
+    assert stored["status"]["phase"] == "Failed"
+    assert world.instance_of(uid).state in ("shutting-down", "terminated")
+    assert world.reports.deleted == ["receipt-7"]
+    assert "ContainerFailed" in world.events.reasons()
+
+
+def test_an_older_report_after_a_newer_one_is_ignored() -> None:
+    world = World()
+    uid = world.create(cpu_pod())
+    world.reconcile(uid)
+    instance_id = world.instance_of(uid).instance_id
+    world.observed.offer_report(report(uid, instance_id, 9, "Running", None), "r9")
+    world.reconcile(uid)
+
+    world.observed.offer_report(report(uid, instance_id, 8, "Pending", None), "r8")
+    stored = world.reconcile(uid)
+
+    assert stored["status"]["phase"] == "Running"
+    assert stored["metadata"]["annotations"][tags.REPORT_SEQUENCE_ANNOTATION] == "9"
+
+
+def test_spot_instance_reclaimed_without_a_report_fails_the_pod_after_a_grace() -> None:
+    world = World()
+    uid = world.create(
+        pod({"orca.research/instance-type": "g6.xlarge", "orca.research/launch-type": "spot"})
+    )
+    world.reconcile(uid)
+    instance_id = world.instance_of(uid).instance_id
+    gone = world.ec2.set_state(instance_id, "terminated", "Server.SpotInstanceTermination")
+    world.observed.replace_instances([gone])
+
+    waiting = world.reconcile(uid)
+    world.clock.now += FINAL_REPORT_GRACE + timedelta(seconds=1)
+    failed = world.reconcile(uid)
+
+    assert waiting["status"]["phase"] == "Pending"
+    assert failed["status"]["phase"] == "Failed"
+    assert failed["status"]["reason"] == "SpotInterrupted"
+
+
+def test_capacity_error_tries_the_next_zone_with_a_new_token() -> None:
+    world = World()
+    uid = world.create(cpu_pod())
+    world.ec2.fail_next("RunInstances", "InsufficientInstanceCapacity")
+
+    world.reconcile(uid)
+    world.reconcile(uid)
+
+    instance = world.instance_of(uid)
+    annotations = world.pods.pods[uid]["metadata"]["annotations"]
+    assert annotations[tags.LAUNCH_ATTEMPT_ANNOTATION] == "2"
+    assert instance.tags[tags.ATTEMPT] == "2"
+    assert "InsufficientCapacity" in world.events.reasons()
+
+
+def test_quota_error_leaves_the_pod_pending_with_what_to_ask_for() -> None:
+    world = World()
+    uid = world.create(cpu_pod())
+    world.ec2.fail_next("RunInstances", "VcpuLimitExceeded")
+
+    stored = world.reconcile(uid)
+
+    assert stored["status"]["phase"] == "Pending"
+    waiting = stored["status"]["containerStatuses"][0]["state"]["waiting"]
+    assert waiting["reason"] == "QuotaExceeded"
+    assert "raise the EC2 service quota" in waiting["message"]
+    assert world.ec2.all_instances() == []
+
+
+def test_pod_past_its_deadline_is_failed_and_its_instance_ended() -> None:
+    world = World()
+    uid = world.create(cpu_pod(**{"orca.research/max-lifetime": "1h"}))
+    world.reconcile(uid)
+    world.observed.remember_instance(
+        world.ec2.set_state(world.instance_of(uid).instance_id, "running")
+    )
+
+    world.clock.now += timedelta(hours=1, minutes=5)
+    stored = world.reconcile(uid)
+
+    assert stored["status"]["reason"] == "DeadlineExceeded"
+    assert world.instance_of(uid).state in ("shutting-down", "terminated")
