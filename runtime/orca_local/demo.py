@@ -316,6 +316,11 @@ class Demo:
         meta = pod["metadata"]
         lines: list[str] = []
         for container in pod["spec"]["containers"]:
+            # A real cluster's API server cannot reach the kubelet API on this machine's
+            # loopback, so there the lines come from CloudWatch, where kubectl's would.
+            if self.real_cluster is not None:
+                lines += _log_lines(logs, pod, container["name"])
+                continue
             try:
                 text = kubectl(
                     kubeconfig,
@@ -328,9 +333,6 @@ class Demo:
                 )
             except RuntimeError as e:
                 self.console.print(f"  [yellow]{e}[/]")
-                # A real cluster's API server cannot reach the demo's loopback kubelet API.
-                if self.real_cluster is not None:
-                    lines += _log_lines(logs, pod, container["name"])
                 continue
             lines += text.splitlines()
         return lines
