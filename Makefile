@@ -14,6 +14,7 @@ STATE := .local
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-12)
 DEBIAN_PACKAGES := docker.io busybox-static
 PYTEST_ARGS ?=
+BENCH_PODS ?= 10
 
 # `make demo KUBECONFIG=path` uses that cluster; a KUBECONFIG merely exported in
 # the shell is ignored, so the demo never touches a cluster nobody named.
@@ -36,6 +37,9 @@ test: venv system ## Run every test (starts and stops the loopback servers)
 	@set -a; source $(STATE)/test/services.env; set +a; \
 	  $(BIN)/pytest $(PYTEST_ARGS); status=$$?; \
 	  $(BIN)/python -m orca_local.services down --state-dir $(STATE)/test; exit $$status
+
+bench: venv system ## Time pods bursting end to end on the stand-ins (BENCH_PODS=10)
+	$(BIN)/python -m orca_local.bench --pods $(BENCH_PODS) --state-dir $(STATE)/bench
 
 lint: venv ## Check style and types (ruff, mypy)
 	$(BIN)/ruff check runtime tests

@@ -36,8 +36,16 @@ class Runtime:
     node: NodeKeeper
     controller: PodController
     kubelet: KubeletApi | None = None
+    catalog: CachedCatalog | None = None
+
+    def warm_catalog(self) -> None:
+        if self.catalog is not None:
+            self.catalog.get()
 
     def start(self) -> None:
+        # Reading the region's instance types takes a few paged calls; do it before
+        # the first pod needs it rather than while that pod waits.
+        threading.Thread(target=self.warm_catalog, name="catalog-warmup", daemon=True).start()
         # The kubelet API listens before the node is registered, so the node advertises the
         # port it really has (a free one when kubelet_port is 0).
         if self.kubelet is not None:
@@ -115,4 +123,6 @@ def build_runtime(settings: Settings, aws: AwsClients | None = None) -> Runtime:
         tags.ownership_filter(cluster=settings.cluster_name, department=settings.department),
     )
     kubelet = build_kubelet_api(settings, observed, ContainerLogs(aws.logs, settings.log_group))
-    return Runtime(settings=settings, node=node, controller=controller, kubelet=kubelet)
+    return Runtime(
+        settings=settings, node=node, controller=controller, kubelet=kubelet, catalog=catalog
+    )
