@@ -1,0 +1,249 @@
+"""The IAM policy documents of the stack, as pure functions of resolved ARNs and names.
+
+Kept apart from the resources that attach them so each document reads as one piece and can
+be checked on its own. The runtime's policy is the one that matters: it lets the runtime
+launch only from this stack's launch templates into this stack's subnets, create only
+instances, volumes and interfaces tagged with this department, terminate and tag only
+instances already tagged with it, and pass only the instance role. ``ec2:Describe*`` cannot
+be scoped to resources (EC2 has no resource-level permissions for it), so it is on ``*``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from orca import tags
+
+SERVICE_ACCOUNT_AUDIENCE = "sts.amazonaws.com"
+Document = dict[str, Any]
+
+
+def _document(*statements: Mapping[str, Any]) -> Document:
+    return {"Version": "2012-10-17", "Statement": list(statements)}
+
+
+@dataclass(frozen=True)
+class RuntimeScope:
+    """What the runtime may touch, resolved from the stack's resources."""
+
+    partition: str
+    region: str
+    account: str
+    cluster: str
+    department: str
+    launch_template_arns: Sequence[str]
+    subnet_ids: Sequence[str]
+    security_group_id: str
+    instance_role_arn: str
+    queue_arns: Sequence[str]
+    bucket_arn: str
+    key_arn: str
+    log_group_arn: str
+    table_arn: str
+    reservation_arns: Sequence[str] = ()
+    reservation_group_arn: str | None = None
+
+    def ec2(self, resource: str) -> str:
+        return f"arn:{self.partition}:ec2:{self.region}:{self.account}:{resource}"
+
+
+def runtime_policy(scope: RuntimeScope) -> Document:
+    """Least privilege for ``orca run``: launch, watch and end this department's instances."""
+    department_tags = {
+        f"aws:RequestTag/{tags.DEPARTMENT}": scope.department,
+        f"aws:RequestTag/{tags.CLUSTER}": scope.cluster,
+    }
+    launch_targets = [*scope.reservation_arns]
+    if scope.reservation_group_arn:
+        launch_targets.append(scope.reservation_group_arn)
+    statements: list[dict[str, Any]] = [
+        {
+            "Sid": "LaunchFromTheStackTemplates",
+            "Effect": "Allow",
+            "Action": "ec2:RunInstances",
+            "Resource": list(scope.launch_template_arns),
+        },
+        {
+            "Sid": "LaunchIntoTheStackSubnets",
+            "Effect": "Allow",
+            "Action": "ec2:RunInstances",
+            "Resource": [
+                *(scope.ec2(f"subnet/{subnet}") for subnet in scope.subnet_ids),
+                scope.ec2(f"security-group/{scope.security_group_id}"),
+            ],
+        },
+        {
+            "Sid": "LaunchAmazonImages",
+            "Effect": "Allow",
+            "Action": "ec2:RunInstances",
+            "Resource": f"arn:{scope.partition}:ec2:{scope.region}::image/*",
+            "Condition": {"StringEquals": {"ec2:Owner": "amazon"}},
+        },
+        {
+            "Sid": "CreateDepartmentInstancesFromTheStackTemplates",
+            "Effect": "Allow",
+            "Action": "ec2:RunInstances",
+            "Resource": scope.ec2("instance/*"),
+            "Condition": {
+                "StringEquals": department_tags,
+                "ArnEquals": {"ec2:LaunchTemplate": list(scope.launch_template_arns)},
+            },
+        },
+        {
+            "Sid": "CreateDepartmentVolumesAndInterfaces",
+            "Effect": "Allow",
+            "Action": "ec2:RunInstances",
+            "Resource": [scope.ec2("volume/*"), scope.ec2("network-interface/*")],
+            "Condition": {"StringEquals": department_tags},
+        },
+        {
+            "Sid": "RequestSpotAndUseTheStackReservations",
+            "Effect": "Allow",
+            "Action": "ec2:RunInstances",
+            "Resource": [scope.ec2("spot-instances-request/*"), *launch_targets],
+        },
+        {
+            # RunInstances with TagSpecifications needs CreateTags, but only as part of it.
+            "Sid": "TagOnLaunch",
+            "Effect": "Allow",
+            "Action": "ec2:CreateTags",
+            "Resource": [
+                scope.ec2("instance/*"),
+                scope.ec2("volume/*"),
+                scope.ec2("network-interface/*"),
+                scope.ec2("spot-instances-request/*"),
+            ],
+            "Condition": {"StringEquals": {"ec2:CreateAction": "RunInstances"}},
+        },
+        {
+            "Sid": "EndAndTagOnlyDepartmentInstances",
+            "Effect": "Allow",
+            "Action": ["ec2:TerminateInstances", "ec2:CreateTags"],
+            "Resource": scope.ec2("instance/*"),
+            "Condition": {
+                "StringEquals": {
+                    f"ec2:ResourceTag/{tags.DEPARTMENT}": scope.department,
+                    f"ec2:ResourceTag/{tags.CLUSTER}": scope.cluster,
+                }
+            },
+        },
+        {
+            "Sid": "PassOnlyTheInstanceRole",
+            "Effect": "Allow",
+            "Action": "iam:PassRole",
+            "Resource": scope.instance_role_arn,
+            "Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}},
+        },
+        {
+            "Sid": "DescribeCannotBeScoped",
+            "Effect": "Allow",
+            "Action": "ec2:Describe*",
+            "Resource": "*",
+        },
+        {
+            "Sid": "ReadTheStackQueues",
+            "Effect": "Allow",
+            "Action": [
+                "sqs:ReceiveMessage",
+                "sqs:DeleteMessage",
+                "sqs:ChangeMessageVisibility",
+                "sqs:GetQueueAttributes",
+            ],
+            "Resource": list(scope.queue_arns),
+        },
+        {
+            "Sid": "WriteAndDeletePodBundles",
+            "Effect": "Allow",
+            "Action": ["s3:PutObject", "s3:GetObject", "s3:DeleteObject"],
+            "Resource": f"{scope.bucket_arn}/bundles/*",
+        },
+        {
+            "Sid": "UseTheStackKey",
+            "Effect": "Allow",
+            "Action": ["kms:GenerateDataKey", "kms:Decrypt"],
+            "Resource": scope.key_arn,
+        },
+        {
+            "Sid": "ReadContainerLogs",
+            "Effect": "Allow",
+            "Action": ["logs:GetLogEvents", "logs:FilterLogEvents", "logs:DescribeLogStreams"],
+            "Resource": [scope.log_group_arn, f"{scope.log_group_arn}:log-stream:*"],
+        },
+        {
+            "Sid": "KeepTheCostLedger",
+            "Effect": "Allow",
+            "Action": [
+                "dynamodb:GetItem",
+                "dynamodb:PutItem",
+                "dynamodb:UpdateItem",
+                "dynamodb:Query",
+                "dynamodb:ConditionCheckItem",
+            ],
+            "Resource": scope.table_arn,
+        },
+    ]
+    return _document(*statements)
+
+
+def instance_trust() -> Document:
+    return _document(
+        {
+            "Effect": "Allow",
+            "Principal": {"Service": "ec2.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+        }
+    )
+
+
+def instance_policy(
+    *, bucket_arn: str, key_arn: str, log_group_arn: str, status_queue_arn: str
+) -> Document:
+    """What the agent on a burst instance needs: its bundle, its log streams, its reports."""
+    return _document(
+        {
+            "Sid": "ReadPodBundles",
+            "Effect": "Allow",
+            "Action": "s3:GetObject",
+            "Resource": f"{bucket_arn}/bundles/*",
+        },
+        {
+            "Sid": "DecryptPodBundles",
+            "Effect": "Allow",
+            "Action": "kms:Decrypt",
+            "Resource": key_arn,
+        },
+        {
+            "Sid": "WriteContainerLogs",
+            "Effect": "Allow",
+            "Action": ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+            "Resource": [log_group_arn, f"{log_group_arn}:log-stream:*"],
+        },
+        {
+            "Sid": "ReportStatus",
+            "Effect": "Allow",
+            "Action": ["sqs:SendMessage", "sqs:GetQueueUrl"],
+            "Resource": status_queue_arn,
+        },
+    )
+
+
+def web_identity_trust(
+    *, provider_arn: str, issuer_url: str, namespace: str, service_account: str
+) -> Document:
+    """Trust exactly one service account of one issuer, and only tokens meant for STS."""
+    issuer = issuer_url.removeprefix("https://").rstrip("/")
+    return _document(
+        {
+            "Effect": "Allow",
+            "Principal": {"Federated": provider_arn},
+            "Action": "sts:AssumeRoleWithWebIdentity",
+            "Condition": {
+                "StringEquals": {
+                    f"{issuer}:sub": f"system:serviceaccount:{namespace}:{service_account}",
+                    f"{issuer}:aud": SERVICE_ACCOUNT_AUDIENCE,
+                }
+            },
+        }
+    )

@@ -1,0 +1,58 @@
+"""The runtime's settings, generated from the stack's outputs by one function.
+
+:func:`runtime_settings` turns this stack's resources into the ``ORCA_*`` variables that
+``orca run`` reads (nested keys joined with ``__``, lists and maps as JSON); the cluster
+component puts them in the runtime's ConfigMap. The runtime's settings model,
+``orca.settings.Settings``, is the one source of truth for what is accepted: the tests feed
+this function's output to it. The pod's own IP (``ORCA_NODE_INTERNAL_IP``) is the only
+setting that cannot be known here; the Deployment takes it from the downward API.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+
+from orca_infra.config import StackConfig
+
+KUBELET_PORT = 10250
+KUBELET_TLS_DIR = "/etc/orca/kubelet-tls"
+
+
+def runtime_settings(
+    config: StackConfig,
+    *,
+    subnet_ids: Sequence[str],
+    launch_templates: Mapping[str, str],
+    status_queue_url: str,
+    bundle_bucket: str,
+    log_group: str,
+) -> dict[str, str]:
+    """The ``ORCA_*`` environment of the runtime for this stack."""
+    settings = {
+        "ORCA_DEPARTMENT": config.department,
+        "ORCA_CLUSTER_NAME": config.cluster_name,
+        "ORCA_REGION": config.region,
+        "ORCA_SUBNET_IDS": json.dumps(list(subnet_ids)),
+        "ORCA_LAUNCH_TEMPLATES": json.dumps(dict(launch_templates), sort_keys=True),
+        "ORCA_STATUS_QUEUE_URL": status_queue_url,
+        "ORCA_BUNDLE_BUCKET": bundle_bucket,
+        "ORCA_LOG_GROUP": log_group,
+        "ORCA_ALLOWED_INSTANCE_TYPES": json.dumps(list(config.allowed_instance_types)),
+        # One pod is one instance, so the node's pod capacity is the instance ceiling.
+        "ORCA_LIMITS__MAX_PODS": str(config.max_instances),
+        "ORCA_LIMITS__GPUS": str(config.max_gpus),
+        "ORCA_KUBELET_PORT": str(KUBELET_PORT),
+        "ORCA_LOG_FORMAT": "json",
+    }
+    if config.cost_center:
+        settings["ORCA_COST_CENTER"] = config.cost_center
+    if config.kubelet_tls_secret:
+        settings.update(
+            {
+                "ORCA_KUBELET_TLS_CERT_FILE": f"{KUBELET_TLS_DIR}/tls.crt",
+                "ORCA_KUBELET_TLS_KEY_FILE": f"{KUBELET_TLS_DIR}/tls.key",
+                "ORCA_KUBELET_CLIENT_CA_FILE": f"{KUBELET_TLS_DIR}/ca.crt",
+            }
+        )
+    return settings

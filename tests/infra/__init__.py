@@ -1,0 +1,1 @@
+"""Tests of the Pulumi program in ``infra/``, run under Pulumi's mocks."""

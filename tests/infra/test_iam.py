@@ -1,0 +1,129 @@
+"""Who may do what: the IRSA trust, the runtime's least privilege, the instance role."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from tests.infra.conftest import physics_with
+from tests.infra.harness import SECRET_SIGNATURE, StackRun, run_stack
+
+
+def _policy(run: StackRun, type_: str, name_part: str, key: str = "policy") -> dict[str, Any]:
+    found = next(r for r in run.of_type(type_) if name_part in r.name)
+    return json.loads(found.inputs[key])
+
+
+def _statement(document: dict[str, Any], sid: str) -> dict[str, Any]:
+    return next(s for s in document["Statement"] if s.get("Sid") == sid)
+
+
+def test_runtime_role_trusts_exactly_one_service_account_for_sts(physics: StackRun) -> None:
+    trust = _policy(physics, "aws:iam/role:Role", "runtime", "assumeRolePolicy")
+    (statement,) = trust["Statement"]
+    provider = physics.one("aws:iam/openIdConnectProvider:OpenIdConnectProvider")
+    assert statement["Principal"] == {"Federated": provider.outputs["arn"]}
+    assert statement["Action"] == "sts:AssumeRoleWithWebIdentity"
+    assert statement["Condition"] == {
+        "StringEquals": {
+            "oidc.campus.example.edu:sub": "system:serviceaccount:orca-physics:orca-physics",
+            "oidc.campus.example.edu:aud": "sts.amazonaws.com",
+        }
+    }
+    assert provider.inputs["clientIdLists"] == ["sts.amazonaws.com"]
+
+
+def test_a_stack_naming_an_existing_oidc_provider_creates_none(biology: StackRun) -> None:
+    assert biology.of_type("aws:iam/openIdConnectProvider:OpenIdConnectProvider") == []
+    trust = _policy(biology, "aws:iam/role:Role", "runtime", "assumeRolePolicy")
+    assert trust["Statement"][0]["Principal"]["Federated"].endswith(
+        "oidc-provider/oidc.campus.example.edu"
+    )
+
+
+def test_runtime_launches_only_from_its_templates_into_its_subnets(physics: StackRun) -> None:
+    policy = _policy(physics, "aws:iam/rolePolicy:RolePolicy", "runtime")
+    templates = sorted(
+        t.outputs["arn"] for t in physics.of_type("aws:ec2/launchTemplate:LaunchTemplate")
+    )
+    assert sorted(_statement(policy, "LaunchFromTheStackTemplates")["Resource"]) == templates
+    subnets = _statement(policy, "LaunchIntoTheStackSubnets")["Resource"]
+    assert sorted(s.rsplit("/", 1)[1] for s in subnets if ":subnet/" in s) == sorted(
+        physics.outputs["subnetIds"]
+    )
+    instances = _statement(policy, "CreateDepartmentInstancesFromTheStackTemplates")
+    assert instances["Condition"]["StringEquals"] == {
+        "aws:RequestTag/orca.research/department": "physics",
+        "aws:RequestTag/orca.research/cluster": "campus",
+    }
+    assert sorted(instances["Condition"]["ArnEquals"]["ec2:LaunchTemplate"]) == templates
+
+
+def test_runtime_ends_and_tags_only_department_instances(physics: StackRun) -> None:
+    policy = _policy(physics, "aws:iam/rolePolicy:RolePolicy", "runtime")
+    statement = _statement(policy, "EndAndTagOnlyDepartmentInstances")
+    assert statement["Resource"].endswith(":instance/*")
+    assert (
+        statement["Condition"]["StringEquals"]["ec2:ResourceTag/orca.research/department"]
+        == "physics"
+    )
+    for s in policy["Statement"]:
+        actions = s["Action"] if isinstance(s["Action"], list) else [s["Action"]]
+        if "ec2:TerminateInstances" in actions:
+            assert "ec2:ResourceTag/orca.research/department" in s["Condition"]["StringEquals"]
+
+
+def test_runtime_passes_only_the_instance_role_and_describe_is_its_only_wildcard(
+    physics: StackRun,
+) -> None:
+    policy = _policy(physics, "aws:iam/rolePolicy:RolePolicy", "runtime")
+    instance_role = next(r for r in physics.of_type("aws:iam/role:Role") if "instance" in r.name)
+    assert _statement(policy, "PassOnlyTheInstanceRole")["Resource"] == instance_role.outputs["arn"]
+    unscoped = [s["Sid"] for s in policy["Statement"] if s["Resource"] == "*"]
+    assert unscoped == ["DescribeCannotBeScoped"]
+    assert _statement(policy, "WriteAndDeletePodBundles")["Resource"].endswith("/bundles/*")
+
+
+def test_instance_role_reads_bundles_writes_its_logs_and_reports(example: StackRun) -> None:
+    policy = _policy(example, "aws:iam/rolePolicy:RolePolicy", "instance")
+    by_sid = {s["Sid"]: s for s in policy["Statement"]}
+    assert by_sid["ReadPodBundles"]["Action"] == "s3:GetObject"
+    assert by_sid["ReadPodBundles"]["Resource"].endswith("/bundles/*")
+    log_group = example.one("aws:cloudwatch/logGroup:LogGroup").outputs["arn"]
+    assert by_sid["WriteContainerLogs"]["Resource"][0] == log_group
+    status = next(q for q in example.of_type("aws:sqs/queue:Queue") if q.name.endswith("status"))
+    assert by_sid["ReportStatus"]["Resource"] == status.outputs["arn"]
+    assert all(s["Resource"] != "*" for s in policy["Statement"])
+
+
+@pytest.fixture(scope="module")
+def without_irsa() -> StackRun:
+    return run_stack(physics_with(oidcIssuerUrl=None))
+
+
+def test_without_irsa_the_runtime_gets_a_key_in_a_secret_flagged_as_weaker(
+    without_irsa: StackRun,
+) -> None:
+    assert without_irsa.of_type("aws:iam/openIdConnectProvider:OpenIdConnectProvider") == []
+    user = without_irsa.one("aws:iam/user:User")
+    key = without_irsa.one("aws:iam/accessKey:AccessKey")
+    assert key.inputs["user"] == user.outputs["name"]
+    secret = without_irsa.one("kubernetes:core/v1:Secret")
+    data = secret.inputs["stringData"]
+    assert SECRET_SIGNATURE in data, "the access key must stay a Pulumi secret"
+    assert set(data["value"]) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    assert without_irsa.outputs["runtimeRoleArn"] is None
+    assert "weaker" in without_irsa.outputs["runtimeCredentials"]
+    assert any("weaker option" in w for w in without_irsa.warnings)
+
+    policy = json.loads(without_irsa.one("aws:iam/userPolicy:UserPolicy").inputs["policy"])
+    assert _statement(policy, "PassOnlyTheInstanceRole")
+
+
+def test_with_irsa_no_static_credentials_exist(physics: StackRun) -> None:
+    assert physics.of_type("aws:iam/accessKey:AccessKey") == []
+    assert physics.of_type("kubernetes:core/v1:Secret") == []
+    assert physics.outputs["runtimeCredentials"] == "irsa"
+    assert physics.warnings == []
