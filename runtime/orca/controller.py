@@ -84,6 +84,10 @@ class PodController:
     def stopping(self) -> bool:
         return self._stop.is_set()
 
+    def alive(self) -> bool:
+        """Whether every loop and worker is still running."""
+        return bool(self._threads) and all(thread.is_alive() for thread in self._threads)
+
     # Pods.
 
     def relist(self) -> str:
@@ -135,6 +139,7 @@ class PodController:
             cluster=self.settings.cluster_name, department=self.settings.department
         )
         instances = self.ec2.list_instances(owned)
+        self.reconciler.metrics.observe_instances(instances)
         for uid in self.observed.replace_instances(instances):
             self.queue.add(uid)
         # Running pods are revisited each cycle, for deadlines; it costs no API call.
@@ -181,9 +186,11 @@ class PodController:
             if uid is None:
                 return
             try:
-                self.reconciler.reconcile(uid)
+                with self.reconciler.metrics.reconcile_seconds.time():
+                    self.reconciler.reconcile(uid)
                 self.queue.forget(uid)
             except Exception as e:
+                self.reconciler.metrics.reconcile_errors.inc()
                 delay = self.queue.retry(uid)
                 attempt = self.queue.failures(uid)
                 log.warning(

@@ -20,7 +20,6 @@ Log contents are never logged here; only which stream was served to whom.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import select
 import ssl
@@ -333,18 +332,13 @@ def build_kubelet_api(
     context = server_context(
         settings.kubelet_tls_cert_file, settings.kubelet_tls_key_file, client_ca
     )
-    # An address on loopback is a local setup: listen there only, not on every interface.
-    try:
-        local = ipaddress.ip_address(settings.node_internal_ip).is_loopback
-    except ValueError:
-        local = False
     return KubeletApi(
         node_name=settings.node_name,
         context=context,
         find_pod=observed.pod_named,
         logs=logs,
         pods_synced=observed.pods_synced,
-        host=settings.node_internal_ip if local else "0.0.0.0",
+        host=settings.listen_address,
         port=settings.kubelet_port,
         allowed_clients=settings.kubelet_allowed_clients,
         insecure=settings.kubelet_insecure_allow_any_client,

@@ -18,6 +18,7 @@ from typing import Any
 from orca import __version__, tags
 from orca.aws.errors import AuthError, AwsError
 from orca.kube.nodes import NodeApi
+from orca.metrics import Metrics
 from orca.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -137,11 +138,13 @@ class NodeKeeper:
         api: NodeApi,
         check_aws: Callable[[], None],
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.api = api
         self.check_aws = check_aws
         self.clock = clock
+        self.metrics = metrics
         self.node: dict[str, Any] | None = None
         self.ready: tuple[bool, str, str] = (False, "Starting", "ORCA is starting")
         self._last_status_at: datetime | None = None
@@ -150,6 +153,12 @@ class NodeKeeper:
 
     def readiness(self) -> tuple[bool, str, str]:
         """Whether ORCA can launch: AWS reachable with valid credentials."""
+        ready = self._readiness()
+        if self.metrics is not None:
+            self.metrics.node_ready.set(1 if ready[0] else 0)
+        return ready
+
+    def _readiness(self) -> tuple[bool, str, str]:
         region = self.settings.region
         try:
             self.check_aws()

@@ -36,6 +36,7 @@ from orca.contract import ContractError, LaunchSpec, resolve_launch
 from orca.kube.events import EventRecorder, EventType
 from orca.kube.pods import PodApi
 from orca.launching import Launcher, client_token
+from orca.metrics import Metrics
 from orca.observed import Observed, Pod
 from orca.settings import Settings
 from orca.workqueue import WorkQueue
@@ -87,6 +88,7 @@ class Reconciler:
         catalog: Callable[[], Catalog],
         queue: WorkQueue,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.observed = observed
@@ -99,6 +101,7 @@ class Reconciler:
         self.catalog = catalog
         self.queue = queue
         self.clock = clock
+        self.metrics = metrics or Metrics(settings.department)
         self._bundles_deleted: set[str] = set()
         self._lost_since: dict[str, datetime] = {}
 
@@ -178,6 +181,7 @@ class Reconciler:
         try:
             return resolve_launch(pod, self.settings, self.catalog(), self.launcher.zones)
         except ContractError as e:
+            self.metrics.rejections.inc()
             for rejection in e.rejections:
                 self.events.warning(pod, "InvalidAnnotation", rejection.message())
             message = e.rejections[0].message()
@@ -268,9 +272,11 @@ class Reconciler:
         try:
             instance = self.launcher.launch(plan)
         except CapacityError as e:
+            self.metrics.launch_failures(kind="capacity").inc()
             self._capacity_shortfall(pod, spec, attempt, deadline, plan.subnet.availability_zone, e)
             return
         except QuotaError as e:
+            self.metrics.launch_failures(kind="quota").inc()
             message = (
                 f"AWS refused {spec.instance_type.name} for lack of quota: {e}. The pod waits; "
                 "ask the account owner to raise the EC2 service quota for this instance family"
@@ -282,6 +288,7 @@ class Reconciler:
             self.queue.add_after(uid, QUOTA_RETRY_SECONDS)
             return
         except BadRequestError as e:
+            self.metrics.launch_failures(kind="request").inc()
             message = f"EC2 refused the launch: {e}"
             self.events.warning(pod, "LaunchFailed", message)
             self._set_status(
@@ -289,6 +296,7 @@ class Reconciler:
             )
             return
 
+        self.metrics.launches(instance_type=spec.instance_type.name, market=spec.market).inc()
         self.observed.remember_instance(instance)
         self._record_instance(pod, instance)
 

@@ -15,12 +15,14 @@ from orca.aws.queue import StatusQueue
 from orca.catalog import CachedCatalog
 from orca.controller import PodController
 from orca.garbage_collection import GarbageCollector
+from orca.health import HealthServer
 from orca.kube.client import api_client
 from orca.kube.events import EventRecorder
 from orca.kube.nodes import NodeApi
 from orca.kube.pods import PodApi
 from orca.kubelet_api import KubeletApi, build_kubelet_api
 from orca.launching import Launcher
+from orca.metrics import Metrics
 from orca.node import NodeKeeper
 from orca.observed import Observed
 from orca.reconciler import Reconciler
@@ -37,6 +39,7 @@ class Runtime:
     controller: PodController
     kubelet: KubeletApi | None = None
     catalog: CachedCatalog | None = None
+    health: HealthServer | None = None
 
     def warm_catalog(self) -> None:
         if self.catalog is not None:
@@ -62,6 +65,8 @@ class Runtime:
             raise
         self.node.start()
         self.controller.start()
+        if self.health is not None:
+            self.health.start()
         log.info(
             "ORCA node %s is up: department %s, cluster %s, region %s, %d subnet(s)",
             self.settings.node_name,
@@ -76,6 +81,8 @@ class Runtime:
             "ORCA node %s is stopping; instances keep running and are adopted on restart",
             self.settings.node_name,
         )
+        if self.health is not None:
+            self.health.stop()
         self.controller.stop()
         self.node.stop()
         if self.kubelet is not None:
@@ -103,6 +110,7 @@ def build_runtime(settings: Settings, aws: AwsClients | None = None) -> Runtime:
     bundles = BundleStore(aws.s3, settings.bundle_bucket)
     reports = StatusQueue(aws.sqs, settings.status_queue_url)
     catalog = CachedCatalog(aws.ec2)
+    metrics = Metrics(settings.department)
     reconciler = Reconciler(
         settings=settings,
         observed=observed,
@@ -114,15 +122,27 @@ def build_runtime(settings: Settings, aws: AwsClients | None = None) -> Runtime:
         launcher=Launcher(settings, ec2, subnets),
         catalog=catalog.get,
         queue=queue,
+        metrics=metrics,
     )
     collector = GarbageCollector(ec2, pods, settings.gc_min_age_seconds)
     controller = PodController(settings, observed, queue, reconciler, pods, ec2, reports, collector)
-    node = NodeKeeper(settings, NodeApi(kube), check_aws=ec2.check_access)
+    node = NodeKeeper(settings, NodeApi(kube), check_aws=ec2.check_access, metrics=metrics)
     log.debug(
         "instances are owned by %s",
         tags.ownership_filter(cluster=settings.cluster_name, department=settings.department),
     )
     kubelet = build_kubelet_api(settings, observed, ContainerLogs(aws.logs, settings.log_group))
     return Runtime(
-        settings=settings, node=node, controller=controller, kubelet=kubelet, catalog=catalog
+        settings=settings,
+        node=node,
+        controller=controller,
+        kubelet=kubelet,
+        catalog=catalog,
+        health=HealthServer(
+            metrics.registry,
+            alive=controller.alive,
+            ready=lambda: node.node is not None and observed.pods_synced.is_set(),
+            host=settings.listen_address,
+            port=settings.health_port,
+        ),
     )

@@ -13,6 +13,7 @@ would set) and the reason.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from datetime import timedelta
@@ -86,6 +87,8 @@ class Settings(BaseSettings):
     kubeconfig: Path | None = None
     node_internal_ip: str = "127.0.0.1"
     kubelet_port: int = Field(default=10250, ge=1, le=65535)
+    # Plain HTTP for probes and Prometheus: /healthz, /readyz, /metrics (0: any free port).
+    health_port: int = Field(default=8080, ge=0, le=65535)
     workers: int = Field(default=8, ge=1, le=64)
     instance_resync_seconds: float = Field(default=5.0, gt=0)
     gc_min_age_seconds: float = Field(default=120.0, ge=0)
@@ -169,6 +172,16 @@ class Settings(BaseSettings):
     @property
     def node_name(self) -> str:
         return f"orca-{self.department}"
+
+    @property
+    def listen_address(self) -> str:
+        """Where the runtime's servers listen: a loopback node address is a local setup,
+        served on loopback only; otherwise every interface of the runtime's pod."""
+        try:
+            local = ipaddress.ip_address(self.node_internal_ip).is_loopback
+        except ValueError:
+            local = False
+        return self.node_internal_ip if local else "0.0.0.0"
 
     @classmethod
     def settings_customise_sources(

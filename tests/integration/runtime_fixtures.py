@@ -163,6 +163,7 @@ def burst(local_aws: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> It
             workers=4,
             report_poll_seconds=1,
             capacity_retry_seconds=1,
+            health_port=0,
         )
         configuration = client.Configuration()
         configuration.host = kube.url

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import urllib.error
+import urllib.request
 from typing import Any
 
 import pytest
@@ -234,3 +236,25 @@ def test_no_capacity_in_one_zone_moves_the_launch_to_the_next_zone(
     ]
     assert any("us-east-1a" in message for message in shortages), shortages
     assert instance.tags[tags.ATTEMPT] != "1"
+
+
+def test_health_and_metrics_endpoint_reports_readiness_and_launches(burst: Burst) -> None:
+    runtime = burst.start()
+    assert runtime.health is not None
+    base = f"http://127.0.0.1:{runtime.health.port}"
+    pod = burst.create(_cpu_pod("counted"))
+    eventually(lambda: burst.instances(pod["metadata"]["uid"]), what="a launch")
+
+    def get(path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(base + path, timeout=5) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    assert get("/healthz") == (200, "ok\n")
+    assert eventually(lambda: get("/readyz")[0] == 200, what="ready")
+    status, metrics = get("/metrics")
+    assert status == 200
+    assert 'orca_launches_total{instance_type="m7i.large",market="on-demand"} 1.0' in metrics
+    assert f'orca_node_ready{{department="{burst.settings.department}"}} 1.0' in metrics
