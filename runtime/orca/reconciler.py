@@ -36,9 +36,11 @@ from orca.contract import ContractError, LaunchSpec, resolve_launch
 from orca.kube.events import EventRecorder, EventType
 from orca.kube.pods import PodApi
 from orca.launching import Launcher, client_token
+from orca.messages import StatusReport
 from orca.metrics import Metrics
 from orca.observed import Observed, Pod
 from orca.settings import Settings
+from orca.status import verified_phase
 from orca.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
@@ -142,28 +144,49 @@ class Reconciler:
 
     def _pod_deleting(self, pod: Pod, live: list[Instance]) -> None:
         if live:
+            self._terminate(live)
             for instance in live:
                 self.events.normal(
                     pod, "Terminating", f"Terminating {instance.instance_id}: the pod is deleted"
                 )
-            self._terminate(live)
         self._delete_bundle(pod["metadata"]["uid"])
         # Like a kubelet, release the object once nothing of the pod runs any more.
         self.pods.release(pod)
 
     def _pod_finished(self, pod: Pod, live: list[Instance]) -> None:
+        uid = pod["metadata"]["uid"]
         if live:
+            self._terminate(live)
             phase = pod["status"]["phase"]
             for instance in live:
                 self.events.normal(
                     pod, "Terminated", f"Terminated {instance.instance_id}: the pod {phase.lower()}"
                 )
-            self._terminate(live)
-        self._delete_bundle(pod["metadata"]["uid"])
-        pending = self.observed.take_report(pod["metadata"]["uid"])
+        self._delete_bundle(uid)
+        pending = self.observed.take_report(uid)
         if pending is not None:
+            self._apply_late_report(pod, pending.report)
             self.reports.delete(pending.receipts)
-            self.observed.settle_report(pod["metadata"]["uid"], pending)
+            self.observed.settle_report(uid, pending)
+
+    def _apply_late_report(self, pod: Pod, report: StatusReport) -> None:
+        """A report that arrives after the pod finished completes its containers' story.
+
+        The phase of a finished pod never changes again (Kubernetes refuses that), so
+        the report may update the containers' final states only.
+        """
+        annotations = pod["metadata"].get("annotations") or {}
+        applied = int(annotations.get(tags.REPORT_SEQUENCE_ANNOTATION, "-1"))
+        if report.instance_id != annotations.get(tags.INSTANCE_ID_ANNOTATION):
+            return
+        if report.sequence <= applied or verified_phase(report) not in TERMINAL_PHASES:
+            return
+        current = pod["status"]
+        late = pod_status.reported_status(pod, report, report.instance_id, self.clock())
+        late.update({key: current.get(key) for key in ("phase", "reason", "message")})
+        late.pop("conditions", None)
+        self._set_status(pod, late)
+        self._annotate(pod, {tags.REPORT_SEQUENCE_ANNOTATION: str(report.sequence)})
 
     def _terminate(self, instances: list[Instance]) -> None:
         self.ec2.terminate([i.instance_id for i in instances])

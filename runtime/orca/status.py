@@ -25,11 +25,14 @@ def timestamp(moment: datetime) -> str:
 def _condition(
     kind: str, ok: bool, now: datetime, reason: str = "", message: str = ""
 ) -> dict[str, Any]:
-    condition: dict[str, Any] = {"type": kind, "status": "True" if ok else "False"}
-    if reason:
-        condition["reason"] = reason
-    if message:
-        condition["message"] = message
+    # Absent reasons are sent as null: the status patch merges conditions by type, and a
+    # stale reason ("is booting") would otherwise outlive the state it described.
+    condition: dict[str, Any] = {
+        "type": kind,
+        "status": "True" if ok else "False",
+        "reason": reason or None,
+        "message": message or None,
+    }
     condition["lastTransitionTime"] = timestamp(now)
     condition["lastProbeTime"] = None
     return condition
@@ -158,6 +161,18 @@ def _container_status(report: ContainerReport) -> dict[str, Any]:
     }
 
 
+def _stopped(container: dict[str, Any], reason: str) -> dict[str, Any]:
+    """A container status of a finished pod: terminated, never running or ready."""
+    if "terminated" in container["state"]:
+        return container
+    return {
+        **container,
+        "ready": False,
+        "started": False,
+        "state": {"terminated": {"exitCode": 137, "reason": reason}},
+    }
+
+
 def verified_phase(report: StatusReport) -> str:
     """The pod phase the containers' real outcome supports, whatever the agent claims."""
     if report.phase != "Succeeded":
@@ -184,15 +199,23 @@ def reported_status(
         _condition("ContainersReady", ready, now),
         _condition("Ready", ready, now),
     ]
+    containers = [_container_status(c) for c in report.containers]
+    init_containers = [_container_status(c) for c in report.init_containers]
+    if phase in ("Succeeded", "Failed"):
+        # A finished pod runs nothing, whatever a container's last report said (the
+        # agent reports a pod failed at its deadline while it still stops containers).
+        reason = report.reason or "PodFinished"
+        containers = [_stopped(c, reason) for c in containers]
+        init_containers = [_stopped(c, reason) for c in init_containers]
     status: dict[str, Any] = {
         "phase": phase,
         "conditions": _merge_conditions(current.get("conditions") or [], updates),
-        "containerStatuses": [_container_status(c) for c in report.containers],
+        "containerStatuses": containers,
         "reason": report.reason if phase in ("Failed", "Succeeded") else None,
         "message": report.message,
     }
-    if report.init_containers:
-        status["initContainerStatuses"] = [_container_status(c) for c in report.init_containers]
+    if init_containers:
+        status["initContainerStatuses"] = init_containers
     if report.private_ip:
         status["podIP"] = report.private_ip
         status["podIPs"] = [{"ip": report.private_ip}]

@@ -194,3 +194,36 @@ def test_pod_deleted_while_running_terminates_its_instance_and_is_released(
 
     eventually(lambda: burst.pod("default", "long-run") is None, what="the pod released")
     eventually(lambda: terminated(burst, created), what="the instance terminated")
+
+
+def test_runtime_restarted_while_a_pod_runs_adopts_its_instance_and_follows_it_to_the_end(
+    burst: Burst, instances: None
+) -> None:
+    burst.start()
+    manifest = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "outlives-restart",
+            "annotations": {"orca.research/instance-type": "m7i.large"},
+        },
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [
+                {"name": "main", "image": "busybox:1.36", "command": ["sh", "-c", "sleep 6"]}
+            ],
+        },
+    }
+    created = burst.create(manifest)
+    eventually(lambda: burst.phase("default", "outlives-restart") == "Running", what="Running")
+    before = instance_of(burst, created)
+
+    burst.stop()
+    burst.start()
+    pod = finished(burst, "default", "outlives-restart")
+
+    assert pod["status"]["phase"] == "Succeeded"
+    assert [i.instance_id for i in burst.instances(created["metadata"]["uid"])] == [
+        before.instance_id
+    ]
+    assert "InstanceTerminated" not in reasons(burst, "default", "outlives-restart")

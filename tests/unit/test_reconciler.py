@@ -325,3 +325,21 @@ def test_pod_past_its_deadline_is_failed_and_its_instance_ended() -> None:
 
     assert stored["status"]["reason"] == "DeadlineExceeded"
     assert world.instance_of(uid).state in ("shutting-down", "terminated")
+
+
+def test_a_report_after_the_pod_failed_completes_its_containers_but_not_its_phase() -> None:
+    world = World()
+    uid = world.create(cpu_pod())
+    world.reconcile(uid)
+    instance_id = world.instance_of(uid).instance_id
+    deadline_report = report(uid, instance_id, 5, "Failed", None)
+    world.observed.offer_report(deadline_report, "r5")
+    world.reconcile(uid)
+
+    world.observed.offer_report(report(uid, instance_id, 6, "Failed", 143), "r6")
+    stored = world.reconcile(uid)
+
+    assert stored["status"]["phase"] == "Failed"
+    terminated = stored["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert terminated["exitCode"] == 143
+    assert world.reports.deleted == ["r5", "r6"]

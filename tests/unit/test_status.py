@@ -109,3 +109,29 @@ def test_failed_without_a_report_marks_waiting_containers_terminated() -> None:
     assert status["phase"] == "Failed"
     assert status["reason"] == "SpotInterrupted"
     assert status["containerStatuses"][0]["state"]["terminated"]["reason"] == "SpotInterrupted"
+
+
+def test_a_finished_pod_shows_no_container_running_or_ready() -> None:
+    still_running = ContainerReport(
+        name="c", image="busybox", state="running", started_at=NOW, ready=True
+    )
+
+    status = reported_status(
+        pod(), report("Failed", still_running, reason="DeadlineExceeded"), "i-0abc", NOW
+    )
+
+    [container] = status["containerStatuses"]
+    assert status["phase"] == "Failed"
+    assert container["ready"] is False
+    assert container["state"]["terminated"]["reason"] == "DeadlineExceeded"
+    assert {c["type"]: c["status"] for c in status["conditions"]}["Ready"] == "False"
+
+
+def test_conditions_without_a_reason_clear_the_old_one() -> None:
+    p = pod()
+    p["status"] = pending_status(p, "InstanceBooting", "i-0abc is booting", NOW)
+
+    status = reported_status(p, report("Succeeded", exited(0)), "i-0abc", NOW)
+
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert (ready["reason"], ready["message"]) == (None, None)
