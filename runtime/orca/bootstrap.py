@@ -12,6 +12,7 @@ same text is both a runnable shell script and parseable by :func:`parse_user_dat
 
 from __future__ import annotations
 
+import shlex
 from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict
@@ -36,7 +37,8 @@ class AgentConfig(BaseModel):
     status_queue_url: str
     log_group: str
     deadline: datetime  # the instance stops itself at this time, whatever happens
-    agent_package_url: str | None = None  # s3:// wheel of the agent, fetched at boot
+    # An s3:// tarball of wheels (the agent and what it needs), for AMIs without `orca`.
+    agent_package_url: str | None = None
 
 
 _SCRIPT = """#!/bin/bash
@@ -47,10 +49,18 @@ install -d -m 0700 /etc/orca
 cat > /etc/orca/agent.json {begin}
 {config}
 {end}
+agent_package={package}
 if ! command -v orca >/dev/null 2>&1; then
+  if [ -z "$agent_package" ]; then
+    # Nothing can run the pod: power off (into terminate) rather than bill idle.
+    echo "orca-bootstrap: no orca command on this AMI and no agent package configured" >&2
+    shutdown -h now
+    exit 1
+  fi
   python3 -m venv /opt/orca
-  aws s3 cp --quiet "$(jq -r .agentPackageUrl /etc/orca/agent.json)" /opt/orca/
-  /opt/orca/bin/pip install --quiet --no-index /opt/orca/*.whl
+  aws s3 cp --quiet "$agent_package" /opt/orca/agent.tar
+  tar -xf /opt/orca/agent.tar -C /opt/orca
+  /opt/orca/bin/pip install --quiet --no-index --find-links /opt/orca/wheels orca-burst
   ln -sf /opt/orca/bin/orca /usr/local/bin/orca
 fi
 exec orca agent --config /etc/orca/agent.json
@@ -60,7 +70,8 @@ exec orca agent --config /etc/orca/agent.json
 def render_user_data(config: AgentConfig) -> str:
     """The bootstrap script for one instance."""
     body = config.model_dump_json(by_alias=True, exclude_none=True)
-    script = _SCRIPT.format(begin=_BEGIN, config=body, end=_END)
+    package = shlex.quote(config.agent_package_url or "")
+    script = _SCRIPT.format(begin=_BEGIN, config=body, end=_END, package=package)
     size = len(script.encode())
     if size > USER_DATA_LIMIT_BYTES:
         raise ValueError(f"user data is {size} bytes; EC2 allows {USER_DATA_LIMIT_BYTES}")

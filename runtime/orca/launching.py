@@ -95,6 +95,7 @@ class Launcher:
             status_queue_url=self.settings.status_queue_url,
             log_group=self.settings.log_group,
             deadline=deadline,
+            agent_package_url=self.settings.agent_package_url,
         )
         request = LaunchRequest(
             instance_type=spec.instance_type.name,

@@ -412,6 +412,25 @@ class Reconciler:
                 pod, pod_status.failed_status(pod, "DeadlineExceeded", message, self.clock())
             )
             self._terminate([instance])
+            return
+
+        # An agent that never reports (a bootstrap that failed, an AMI without Docker)
+        # would leave an instance billing until the deadline; end it much sooner.
+        annotations = pod["metadata"].get("annotations") or {}
+        silent_for = self.clock() - instance.launch_time
+        limit = timedelta(seconds=self.settings.agent_report_timeout_seconds)
+        if tags.REPORT_SEQUENCE_ANNOTATION not in annotations and silent_for > limit:
+            message = (
+                f"The ORCA agent on {instance_id} has not reported in "
+                f"{limit.total_seconds():.0f} s since launch; terminating the instance. "
+                "Check its console output "
+                "(aws ec2 get-console-output) and the launch template's AMI"
+            )
+            self.events.warning(pod, "AgentNotReporting", message)
+            self._set_status(
+                pod, pod_status.failed_status(pod, "AgentNotReporting", message, self.clock())
+            )
+            self._terminate([instance])
 
     def _apply_report(self, pod: Pod, report: Any, instance: Instance | None) -> None:
         annotations = pod["metadata"].get("annotations") or {}

@@ -77,6 +77,8 @@ class Settings(BaseSettings):
     status_queue_url: str = Field(pattern=r"^https?://")
     bundle_bucket: str = Field(min_length=3, max_length=63)
     log_group: str = Field(min_length=1)
+    # Where instances fetch the agent when their AMI lacks it: an s3:// tarball of wheels.
+    agent_package_url: str | None = Field(default=None, pattern=r"^s3://[^/]+/.+")
 
     allowed_instance_types: list[str] = Field(default_factory=lambda: ["*"], min_length=1)
     workload_templates: dict[str, WorkloadTemplate] = Field(default_factory=dict)
@@ -92,6 +94,9 @@ class Settings(BaseSettings):
     workers: int = Field(default=8, ge=1, le=64)
     instance_resync_seconds: float = Field(default=5.0, gt=0)
     gc_min_age_seconds: float = Field(default=120.0, ge=0)
+    # An instance whose agent has not reported this long after launch is ended: a boot
+    # that failed must not bill until the pod's deadline.
+    agent_report_timeout_seconds: float = Field(default=600.0, gt=0)
     # How long a pod waits after every zone reported no capacity before ORCA tries again.
     capacity_retry_seconds: float = Field(default=60.0, gt=0)
     # SQS long polling: one receive waits up to this long for agent reports (SQS allows 20).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from datetime import UTC, datetime, timedelta
 
 from orca import tags
@@ -90,3 +91,33 @@ def test_user_data_of_a_pod_with_a_secret_holds_no_secret() -> None:
 
     assert "s3cr3t" not in plan.request.user_data
     assert all("s3cr3t" not in value for value in plan.request.tags.values())
+
+
+def test_user_data_is_a_valid_bash_script_that_powers_off_without_an_agent(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    [p] = case_documents("02-cpu-batch.yaml")
+    s = settings()
+    spec = resolve_launch(p, s, Catalog.shipped(), ["us-east-1a"])
+    plan = Launcher(s, ec2=None, subnets=SUBNETS).plan(  # type: ignore[arg-type]
+        p, spec, attempt=1, bundle_url="s3://b/k", deadline=DEADLINE
+    )
+    script = tmp_path / "user-data.sh"
+    script.write_text(plan.request.user_data)
+
+    syntax = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+
+    assert syntax.returncode == 0, syntax.stderr
+    assert "agent_package=''" in plan.request.user_data
+    assert "shutdown -h now" in plan.request.user_data
+
+
+def test_user_data_names_the_agent_package_when_the_department_has_one() -> None:
+    [p] = case_documents("02-cpu-batch.yaml")
+    s = settings(agent_package_url="s3://orca-physics-bundles/agent/orca-0.1.0.tar")
+    spec = resolve_launch(p, s, Catalog.shipped(), ["us-east-1a"])
+
+    plan = Launcher(s, ec2=None, subnets=SUBNETS).plan(  # type: ignore[arg-type]
+        p, spec, attempt=1, bundle_url="s3://b/k", deadline=DEADLINE
+    )
+
+    assert "agent_package=s3://orca-physics-bundles/agent/orca-0.1.0.tar" in plan.request.user_data
+    assert parse_user_data(plan.request.user_data).agent_package_url.endswith(".tar")  # type: ignore[union-attr]

@@ -343,3 +343,24 @@ def test_a_report_after_the_pod_failed_completes_its_containers_but_not_its_phas
     terminated = stored["status"]["containerStatuses"][0]["state"]["terminated"]
     assert terminated["exitCode"] == 143
     assert world.reports.deleted == ["r5", "r6"]
+
+
+def test_an_instance_whose_agent_never_reports_is_ended_long_before_the_deadline() -> None:
+    world = World()
+    world.ec2 = FakeEc2(clock=world.clock)
+    world.reconciler.ec2 = world.ec2
+    world.reconciler.launcher = Launcher(world.settings, world.ec2, DEFAULT_SUBNETS)  # type: ignore[arg-type]
+    uid = world.create(cpu_pod())
+    world.reconcile(uid)
+    instance_id = world.instance_of(uid).instance_id
+    world.observed.remember_instance(world.ec2.set_state(instance_id, "running"))
+
+    world.clock.now += timedelta(minutes=9)
+    waiting = world.reconcile(uid)
+    world.clock.now += timedelta(minutes=2)
+    ended = world.reconcile(uid)
+
+    assert waiting["status"]["phase"] == "Pending"
+    assert ended["status"]["phase"] == "Failed"
+    assert ended["status"]["reason"] == "AgentNotReporting"
+    assert world.instance_of(uid).state in ("shutting-down", "terminated")
