@@ -9,6 +9,7 @@ Nothing here talks to AWS or Kubernetes.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -17,6 +18,7 @@ from typing import Any
 
 import durationpy
 
+from orca import tags
 from orca.aws.model import Market
 from orca.catalog import Catalog, InstanceType
 from orca.resources import InvalidResourceQuantity, effective_requests, fits
@@ -32,6 +34,26 @@ FALLBACK_INSTANCE_TYPES = PREFIX + "fallback-instance-types"
 AVAILABILITY_ZONE = PREFIX + "availability-zone"
 MAX_LIFETIME = PREFIX + "max-lifetime"
 ROOT_VOLUME_GIB = PREFIX + "root-volume-gib"
+
+CONTRACT_ANNOTATIONS = (
+    INSTANCE_TYPE,
+    WORKLOAD_TEMPLATE,
+    LAUNCH_TYPE,
+    MAX_SPOT_PRICE,
+    CAPACITY_RESERVATION,
+    FALLBACK_INSTANCE_TYPES,
+    AVAILABILITY_ZONE,
+    MAX_LIFETIME,
+    ROOT_VOLUME_GIB,
+)
+# What ORCA itself writes on the pod under the same prefix.
+BOOKKEEPING_ANNOTATIONS = (
+    tags.LAUNCH_ATTEMPT_ANNOTATION,
+    tags.CLIENT_TOKEN_ANNOTATION,
+    tags.INSTANCE_ID_ANNOTATION,
+    tags.REPORT_SEQUENCE_ANNOTATION,
+    tags.DEADLINE_ANNOTATION,
+)
 
 LAUNCH_TYPES = ("on-demand", "spot")
 # gp3 volumes hold 1 GiB to 16 TiB; the AMIs need 30 GiB for their own root.
@@ -105,6 +127,7 @@ class _Resolver:
         self.rejections.append(Rejection(annotation, value, problem, allowed))
 
     def resolve(self) -> LaunchSpec:
+        self._unknown_annotations()
         template_name, template = self._workload_template()
         instance_type = self._instance_type(template)
         market = self._market(template)
@@ -128,6 +151,17 @@ class _Resolver:
             workload_template=template_name,
             launch_template_kind=kind,
         )
+
+    def _unknown_annotations(self) -> None:
+        """A misspelt ORCA annotation is named, not silently ignored."""
+        known = CONTRACT_ANNOTATIONS + BOOKKEEPING_ANNOTATIONS
+        for key in self.annotations:
+            if key.startswith(PREFIX) and key not in known:
+                hints = difflib.get_close_matches(key, CONTRACT_ANNOTATIONS, n=1)
+                hint = f" (did you mean {hints[0]}?)" if hints else ""
+                self.reject(
+                    key, f"not an ORCA annotation{hint}", _listing(CONTRACT_ANNOTATIONS, limit=9)
+                )
 
     def _workload_template(self) -> tuple[str | None, Any]:
         name = self.annotations.get(WORKLOAD_TEMPLATE)
@@ -156,7 +190,11 @@ class _Resolver:
 
         instance_type = self.catalog.get(name)
         if instance_type is None:
-            hints = self.catalog.close_matches(name)
+            # Suggest what the department allows, when it allows any close match.
+            candidates = self.catalog.close_matches(name, n=10)
+            allowed_here = self.settings.allowed_instance_types
+            hints = [c for c in candidates if Catalog.matches_pattern(c, allowed_here)][:3]
+            hints = hints or candidates[:3]
             hint = f" (did you mean {' or '.join(hints)}?)" if hints else ""
             self.reject(
                 INSTANCE_TYPE,

@@ -203,3 +203,23 @@ def test_arm64_type_without_an_arm64_template_is_refused() -> None:
     messages = rejections(pod({INSTANCE_TYPE: "m7g.large"}), launch_templates=templates)
 
     assert "no launch template for arm64" in messages[INSTANCE_TYPE]
+
+
+def test_a_misspelt_orca_annotation_is_named_with_the_right_spelling() -> None:
+    p = pod({"orca.research/instance_type": "m7i.large"})
+
+    messages = rejections(p)
+
+    assert "did you mean orca.research/instance-type?" in messages["orca.research/instance_type"]
+
+
+def test_orca_bookkeeping_annotations_are_not_mistaken_for_typos() -> None:
+    p = pod({INSTANCE_TYPE: "m7i.large", "orca.research/launch-attempt": "1"})
+
+    assert resolve(p).instance_type.name == "m7i.large"
+
+
+def test_suggestions_prefer_types_the_department_allows() -> None:
+    messages = rejections(pod({INSTANCE_TYPE: "p5.48xlarg"}), allowed_instance_types=["p5e.*"])
+
+    assert "did you mean p5e.48xlarge" in messages[INSTANCE_TYPE]
