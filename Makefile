@@ -51,8 +51,8 @@ format: venv ## Format the code
 	$(BIN)/ruff check --fix runtime tests
 
 services-up: venv system ## Start moto, the Kubernetes API emulator and dockerd on loopback
-	$(BIN)/python -m orca_local.services up --state-dir $(STATE)/dev
-	@echo "use them with: source $(STATE)/dev/services.env"
+	$(BIN)/python -m orca_local.services up --state-dir $(STATE)/dev --cluster-stand-ins
+	@echo "use them with: source $(STATE)/dev/services.env (and $(STATE)/dev/kubelet.env for a runtime)"
 
 services-down: venv ## Stop what services-up started
 	$(BIN)/python -m orca_local.services down --state-dir $(STATE)/dev

@@ -58,7 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser(
-        "run", help="run the department's virtual node (settings from ORCA_* variables)"
+        "run",
+        help="run the department's virtual node (settings from ORCA_* variables)",
+        description="Run the department's virtual node until SIGTERM. Settings come from "
+        "ORCA_* environment variables or the YAML file named by ORCA_SETTINGS_FILE; "
+        "`orca settings` validates them and lists every key.",
     )
     run.set_defaults(handler=_run)
 

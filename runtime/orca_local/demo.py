@@ -20,6 +20,7 @@ namespaces the demo created there are removed at the end.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import socket
@@ -88,22 +89,13 @@ def runtime_environment(
     envelope: Envelope, kubeconfig: Path, base: dict[str, str], pki: KubeletPki
 ) -> dict[str, str]:
     """The ``ORCA_*`` settings for the department's runtime, from its envelope."""
-    import json
-
     return {
         **os.environ,
         **base,
         **pki.runtime_environment(),
+        **envelope.settings_environment(),
         "ORCA_KUBELET_PORT": str(free_port()),
-        "ORCA_DEPARTMENT": DEPARTMENT,
-        "ORCA_CLUSTER_NAME": CLUSTER,
-        "ORCA_REGION": REGION,
         "ORCA_COST_CENTER": "phys-4410",
-        "ORCA_SUBNET_IDS": json.dumps(envelope.subnet_ids),
-        "ORCA_LAUNCH_TEMPLATES": json.dumps(envelope.launch_templates),
-        "ORCA_STATUS_QUEUE_URL": envelope.status_queue_url,
-        "ORCA_BUNDLE_BUCKET": envelope.bundle_bucket,
-        "ORCA_LOG_GROUP": envelope.log_group,
         "ORCA_KUBECONFIG": str(kubeconfig),
         "ORCA_ALLOWED_INSTANCE_TYPES": json.dumps(["p5.*", "p6-b200.*", "g6e.*", "c7i.*", "m7i.*"]),
         "ORCA_INSTANCE_RESYNC_SECONDS": "1",

@@ -14,7 +14,11 @@ launch templates and the KMS key behind ``aws:kms`` (moto accepts the setting).
 
 from __future__ import annotations
 
+import argparse
+import json
 import logging
+import shlex
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +58,20 @@ class Envelope:
     subnet_zones: dict[str, str] = field(default_factory=dict)  # subnet id -> zone
     cluster: str = ""
     department: str = ""
+
+    def settings_environment(self) -> dict[str, str]:
+        """The ``ORCA_*`` variables a runtime needs for this envelope (as the Pulumi
+        program's generated settings would hold them for a real one)."""
+        return {
+            "ORCA_DEPARTMENT": self.department,
+            "ORCA_CLUSTER_NAME": self.cluster,
+            "ORCA_REGION": self.region,
+            "ORCA_SUBNET_IDS": json.dumps(self.subnet_ids),
+            "ORCA_LAUNCH_TEMPLATES": json.dumps(self.launch_templates),
+            "ORCA_STATUS_QUEUE_URL": self.status_queue_url,
+            "ORCA_BUNDLE_BUCKET": self.bundle_bucket,
+            "ORCA_LOG_GROUP": self.log_group,
+        }
 
 
 def create_envelope(clients: AwsClients, *, department: str, cluster: str, region: str) -> Envelope:
@@ -279,3 +297,27 @@ def _log_group(logs: Any, name: str, tags: dict[str, str]) -> str:
     with aws_call(f"setting the retention of log group {name}"):
         logs.put_retention_policy(logGroupName=name, retentionInDays=LOG_RETENTION_DAYS)
     return name
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m orca_local.envelope",
+        description="Create a department's envelope in the local AWS (AWS_ENDPOINT_URL) and "
+        "print the ORCA_* settings for its runtime, ready for `source`.",
+    )
+    parser.add_argument("--department", required=True)
+    parser.add_argument("--cluster", default="campus")
+    parser.add_argument("--region", default="us-east-1")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    clients = AwsClients(args.region)
+    envelope = create_envelope(
+        clients, department=args.department, cluster=args.cluster, region=args.region
+    )
+    for key, value in envelope.settings_environment().items():
+        sys.stdout.write(f"export {key}={shlex.quote(value)}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -78,7 +78,23 @@ def _stop_background(name: str, state: Path) -> None:
     (state / f"{name}.url").unlink(missing_ok=True)
 
 
-def up(state: Path, *, kube: bool = True, docker: bool = True) -> dict[str, str]:
+def _spawn(name: str, command: list[str], state: Path, env: dict[str, str]) -> None:
+    """Start a long-running stand-in detached, with its pid file and log."""
+    log_file = (state / f"{name}.log").open("ab")
+    process = subprocess.Popen(
+        command,
+        stdout=log_file,
+        stderr=log_file,
+        start_new_session=True,
+        cwd=state,
+        env={**os.environ, **env},
+    )
+    (state / f"{name}.pid").write_text(f"{process.pid}\n")
+
+
+def up(
+    state: Path, *, kube: bool = True, docker: bool = True, cluster_stand_ins: bool = False
+) -> dict[str, str]:
     state.mkdir(parents=True, exist_ok=True)
     env = dict(LOCAL_CREDENTIALS)
     env["AWS_ENDPOINT_URL"] = _start_background("aws", "orca_local.aws", state)
@@ -87,10 +103,39 @@ def up(state: Path, *, kube: bool = True, docker: bool = True) -> dict[str, str]
         pki = create_kubelet_pki(state / "pki")
         url = _start_background("kube-api", "orca_local.kube_api", state, *pki.emulator_arguments())
         env["KUBECONFIG"] = str(write_kubeconfig(state / "kubeconfig", url))
+        # Kept apart from services.env: a runtime started by hand sources it to serve
+        # `kubectl logs`; the tests' runtimes run without a kubelet API unless they ask.
+        kubelet = [f"export {k}={v}" for k, v in sorted(pki.runtime_environment().items())]
+        (state / "kubelet.env").write_text("\n".join(kubelet) + "\n")
         log.info("Kubernetes API emulator at %s", url)
     if docker:
         env["DOCKER_HOST"] = DockerDaemon(state / "docker").start()
         log.info("Docker daemon at %s", env["DOCKER_HOST"])
+    if cluster_stand_ins and kube and docker:
+        # For trying ORCA by hand: the scheduler's stand-in, and EC2's instances.
+        _spawn(
+            "binder",
+            [sys.executable, "-m", "orca_local.binder", "--kubeconfig", env["KUBECONFIG"]],
+            state,
+            env,
+        )
+        _spawn(
+            "instances",
+            [
+                sys.executable,
+                "-m",
+                "orca_local.instances",
+                "--endpoint-url",
+                env["AWS_ENDPOINT_URL"],
+                "--docker-host",
+                env["DOCKER_HOST"],
+                "--state-dir",
+                str(state),
+            ],
+            state,
+            env,
+        )
+        log.info("binder and instance emulator running; logs in %s", state)
     lines = [f"export {key}={value}" for key, value in sorted(env.items())]
     (state / "services.env").write_text("\n".join(lines) + "\n")
     return env
@@ -102,7 +147,7 @@ def kubelet_pki(state: Path) -> KubeletPki:
 
 
 def down(state: Path) -> None:
-    for name in ("kube-api", "aws"):
+    for name in ("instances", "binder", "kube-api", "aws"):
         _stop_background(name, state)
     DockerDaemon(state / "docker").stop()
     (state / "services.env").unlink(missing_ok=True)
@@ -114,12 +159,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state-dir", type=Path, default=Path(".local"))
     parser.add_argument("--no-kube", action="store_true", help="a real cluster is used")
     parser.add_argument("--no-docker", action="store_true")
+    parser.add_argument(
+        "--cluster-stand-ins",
+        action="store_true",
+        help="also run the binder (scheduler) and the instance emulator, for trying ORCA by hand",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     state = args.state_dir.resolve()
     if args.action == "up":
         try:
-            up(state, kube=not args.no_kube, docker=not args.no_docker)
+            up(
+                state,
+                kube=not args.no_kube,
+                docker=not args.no_docker,
+                cluster_stand_ins=args.cluster_stand_ins,
+            )
         except Exception as e:
             log.error("could not start the local services: %s", e)
             down(state)

@@ -8,8 +8,8 @@ waits for capacity for an hour does not collect hundreds of Events.
 from __future__ import annotations
 
 import logging
-import secrets
 import threading
+import time
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -62,7 +62,10 @@ class EventRecorder:
                 with self._lock:
                     self._seen[key] = (event_name, count + 1)
                 return
-            event_name = f"{name}.{secrets.token_hex(8)}"
+            # As the kubelet does: the name ends in the creation time in hex nanoseconds, so
+            # events listed by name (as the API lists them) come in the order they happened,
+            # and kubectl keeps that order among events of the same second.
+            event_name = f"{name}.{time.time_ns():x}"
             self.core.create_namespaced_event(
                 namespace, self._event(event_name, meta, kind, reason, message)
             )
