@@ -25,7 +25,7 @@ import pulumi_kubernetes as k8s
 from orca import tags
 from orca_infra.config import StackConfig
 from orca_infra.policies import SERVICE_ACCOUNT_AUDIENCE
-from orca_infra.settings import KUBELET_PORT, KUBELET_TLS_DIR
+from orca_infra.settings import HEALTH_PORT, KUBELET_PORT, KUBELET_TLS_DIR
 
 TOKEN_DIR = "/var/run/secrets/eks.amazonaws.com/serviceaccount"
 RUNTIME_USER = 65532
@@ -118,7 +118,13 @@ class RuntimeDeployment(pulumi.ComponentResource):
                         "port": KUBELET_PORT,
                         "targetPort": "kubelet",
                         "protocol": "TCP",
-                    }
+                    },
+                    {
+                        "name": "metrics",
+                        "port": HEALTH_PORT,
+                        "targetPort": "health",
+                        "protocol": "TCP",
+                    },
                 ],
             },
             opts=in_ns,
@@ -282,12 +288,6 @@ class RuntimeDeployment(pulumi.ComponentResource):
                 {"name": "kubelet-tls", "secret": {"secretName": config.kubelet_tls_secret}}
             )
             mounts.append({"name": "kubelet-tls", "mountPath": KUBELET_TLS_DIR, "readOnly": True})
-            probe: dict[str, Any] = {
-                "httpGet": {"path": "/healthz", "port": "kubelet", "scheme": "HTTPS"}
-            }
-        else:
-            # Without a serving certificate the kubelet API (and /healthz) is off.
-            probe = {"exec": {"command": ["orca", "settings"]}}
 
         container = {
             "name": "runtime",
@@ -295,10 +295,18 @@ class RuntimeDeployment(pulumi.ComponentResource):
             "command": ["orca", "run"],
             "envFrom": [{"configMapRef": {"name": settings.metadata["name"]}}],
             "env": env,
-            "ports": [{"name": "kubelet", "containerPort": KUBELET_PORT, "protocol": "TCP"}],
-            "readinessProbe": {**probe, "periodSeconds": 10, "failureThreshold": 3},
+            "ports": [
+                {"name": "kubelet", "containerPort": KUBELET_PORT, "protocol": "TCP"},
+                {"name": "health", "containerPort": HEALTH_PORT, "protocol": "TCP"},
+            ],
+            # /readyz: the node is registered and its pods listed; /healthz: every loop runs.
+            "readinessProbe": {
+                "httpGet": {"path": "/readyz", "port": "health"},
+                "periodSeconds": 10,
+                "failureThreshold": 3,
+            },
             "livenessProbe": {
-                **probe,
+                "httpGet": {"path": "/healthz", "port": "health"},
                 "initialDelaySeconds": 30,
                 "periodSeconds": 20,
                 "failureThreshold": 3,

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from orca_infra.config import StackConfig
 
 KUBELET_PORT = 10250
+HEALTH_PORT = 8080
 KUBELET_TLS_DIR = "/etc/orca/kubelet-tls"
 
 
@@ -43,6 +44,7 @@ def runtime_settings(
         "ORCA_LIMITS__MAX_PODS": str(config.max_instances),
         "ORCA_LIMITS__GPUS": str(config.max_gpus),
         "ORCA_KUBELET_PORT": str(KUBELET_PORT),
+        "ORCA_HEALTH_PORT": str(HEALTH_PORT),
         "ORCA_LOG_FORMAT": "json",
     }
     if config.cost_center:

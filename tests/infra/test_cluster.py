@@ -94,7 +94,7 @@ def test_deployment_is_a_hardened_singleton(example: StackRun) -> None:
 
 def test_service_exposes_the_kubelet_api_and_a_pdb_covers_the_runtime(example: StackRun) -> None:
     service = example.one("kubernetes:core/v1:Service").inputs["spec"]
-    assert [p["port"] for p in service["ports"]] == [10250]
+    assert {p["name"]: p["port"] for p in service["ports"]} == {"kubelet": 10250, "metrics": 8080}
     pdb = example.one("kubernetes:policy/v1:PodDisruptionBudget").inputs["spec"]
     labels = _deployment(example)["selector"]["matchLabels"]
     assert pdb["selector"]["matchLabels"] == labels == service["selector"]
@@ -119,9 +119,12 @@ def test_rbac_is_limited_to_what_one_virtual_node_needs(physics: StackRun) -> No
     assert {v for r in lease["rules"] for v in r["verbs"]} == {"get", "create", "update"}
 
 
-def test_without_kubelet_certificate_the_probes_do_not_need_the_kubelet_api() -> None:
+def test_probes_use_the_health_endpoint_with_or_without_the_kubelet_api() -> None:
     run = run_stack(physics_with(kubeletTlsSecret=None))
     (container,) = _deployment(run)["template"]["spec"]["containers"]
-    assert "exec" in container["readinessProbe"]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["health"] == int(run.outputs["runtimeSettings"]["ORCA_HEALTH_PORT"])
     assert not any(k.startswith("ORCA_KUBELET_TLS") for k in run.outputs["runtimeSettings"])
     assert json.loads(run.outputs["runtimeSettings"]["ORCA_ALLOWED_INSTANCE_TYPES"])
