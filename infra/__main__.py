@@ -121,6 +121,7 @@ budget = Budget(
 
 settings = pulumi.Output.all(
     subnet_ids=network.subnet_ids,
+    security_group_id=network.security_group_id,
     launch_templates=pulumi.Output.all(**launch_templates.ids),
     status_queue_url=storage.status_queue.url,
     bundle_bucket=storage.bucket.bucket,

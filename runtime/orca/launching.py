@@ -116,6 +116,7 @@ class Launcher:
             market=spec.market,
             max_spot_price=spec.max_spot_price,
             root_volume_gib=spec.root_volume_gib,
+            security_group_ids=tuple(self.settings.security_group_ids),
         )
         return LaunchPlan(request=request, subnet=subnet, deadline=deadline)
 

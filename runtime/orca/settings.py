@@ -36,6 +36,7 @@ SETTINGS_FILE_VARIABLE = "ORCA_SETTINGS_FILE"
 # must be a DNS label short enough to leave room for prefixes.
 _DEPARTMENT = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
 _SUBNET = re.compile(r"^subnet-[0-9a-f]{8,17}$")
+_SECURITY_GROUP = re.compile(r"^sg-[0-9a-f]{8,17}$")
 _LAUNCH_TEMPLATE = re.compile(r"^lt-[0-9a-f]{8,17}$")
 LAUNCH_TEMPLATE_KINDS = ("x86_64-gpu", "x86_64", "arm64")
 
@@ -73,6 +74,9 @@ class Settings(BaseSettings):
     tags: dict[str, str] = Field(default_factory=dict)
 
     subnet_ids: list[str] = Field(min_length=1)
+    # The burst instances' security groups; the launch templates name none, since a
+    # request's network interface (which keeps instances off public IPs) replaces them.
+    security_group_ids: list[str] = Field(min_length=1)
     launch_templates: dict[str, str] = Field(min_length=1)
     status_queue_url: str = Field(pattern=r"^https?://")
     bundle_bucket: str = Field(min_length=3, max_length=63)
@@ -134,6 +138,14 @@ class Settings(BaseSettings):
         bad = [s for s in value if not _SUBNET.match(s)]
         if bad:
             raise ValueError(f"not subnet ids: {', '.join(bad)} (expected subnet-0123abcd...)")
+        return value
+
+    @field_validator("security_group_ids")
+    @classmethod
+    def _groups_look_like_groups(cls, value: list[str]) -> list[str]:
+        bad = [g for g in value if not _SECURITY_GROUP.match(g)]
+        if bad:
+            raise ValueError(f"not security group ids: {', '.join(bad)} (expected sg-0123abcd...)")
         return value
 
     @field_validator("launch_templates")

@@ -164,7 +164,11 @@ def _fingerprint(response: InstanceResponse) -> str:
 def _check_capacity(response: InstanceResponse) -> None:
     instance_type = response._get_param("InstanceType")
     zone = response._get_param("Placement.AvailabilityZone")
-    subnet_id = response._get_param("SubnetId")
+    # ORCA names the subnet on the network interface; other callers may name it at the top.
+    interfaces = response._get_param("NetworkInterfaces", [])
+    subnet_id = response._get_param("SubnetId") or next(
+        (nic.get("SubnetId") for nic in interfaces if nic.get("SubnetId")), None
+    )
     if subnet_id:
         zone = response.ec2_backend.get_subnet(subnet_id).availability_zone
     for rule in _capacity_rules:

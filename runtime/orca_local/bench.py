@@ -74,6 +74,7 @@ def run(pods: int, state: Path) -> dict[str, Any]:
             cluster_name="bench",
             region=REGION,
             subnet_ids=envelope.subnet_ids,
+            security_group_ids=[envelope.security_group_id],
             launch_templates=envelope.launch_templates,
             status_queue_url=envelope.status_queue_url,
             bundle_bucket=envelope.bundle_bucket,

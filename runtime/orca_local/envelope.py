@@ -67,6 +67,7 @@ class Envelope:
             "ORCA_CLUSTER_NAME": self.cluster,
             "ORCA_REGION": self.region,
             "ORCA_SUBNET_IDS": json.dumps(self.subnet_ids),
+            "ORCA_SECURITY_GROUP_IDS": json.dumps([self.security_group_id]),
             "ORCA_LAUNCH_TEMPLATES": json.dumps(self.launch_templates),
             "ORCA_STATUS_QUEUE_URL": self.status_queue_url,
             "ORCA_BUNDLE_BUCKET": self.bundle_bucket,
@@ -85,9 +86,7 @@ def create_envelope(clients: AwsClients, *, department: str, cluster: str, regio
     security_group_id = _security_group(ec2, vpc_id, prefix, tags)
     images = {variant: _ssm_value(clients.ssm, name) for variant, name in AMI_PARAMETERS.items()}
     templates = {
-        variant: _launch_template(
-            ec2, f"{prefix}-{variant}", image, security_group_id, variant, tags
-        )
+        variant: _launch_template(ec2, f"{prefix}-{variant}", image, variant, tags)
         for variant, image in images.items()
     }
 
@@ -188,9 +187,7 @@ def _ssm_value(ssm: Any, name: str) -> str:
         return str(ssm.get_parameter(Name=name)["Parameter"]["Value"])
 
 
-def _launch_template(
-    ec2: Any, name: str, image_id: str, security_group_id: str, variant: str, tags: dict[str, str]
-) -> str:
+def _launch_template(ec2: Any, name: str, image_id: str, variant: str, tags: dict[str, str]) -> str:
     with aws_call(f"finding or creating launch template {name}"):
         found = ec2.describe_launch_templates(
             Filters=[{"Name": "launch-template-name", "Values": [name]}]
@@ -199,7 +196,6 @@ def _launch_template(
             return str(found[0]["LaunchTemplateId"])
         data = {
             "ImageId": image_id,
-            "SecurityGroupIds": [security_group_id],
             "InstanceInitiatedShutdownBehavior": "terminate",
             # IMDSv2 only, and a hop limit of 1 so containers (one hop further) cannot
             # reach the instance role's credentials.

@@ -176,7 +176,7 @@ def test_no_reservations_means_no_capacity_resources(biology: StackRun) -> None:
     assert biology.outputs["reservationGroupArn"] is None
 
 
-@pytest.mark.parametrize(("stack", "limit"), [("physics", "25000"), ("biology", "4000")])
+@pytest.mark.parametrize(("stack", "limit"), [("physics", "100000"), ("biology", "4000")])
 def test_budget_is_monthly_on_the_department_tag_with_three_alerts(
     stack: str, limit: str, request: pytest.FixtureRequest
 ) -> None:

@@ -70,6 +70,7 @@ def logs_burst(
             cluster_name=CLUSTER,
             region=REGION,
             subnet_ids=envelope.subnet_ids,
+            security_group_ids=[envelope.security_group_id],
             launch_templates=envelope.launch_templates,
             status_queue_url=envelope.status_queue_url,
             bundle_bucket=envelope.bundle_bucket,

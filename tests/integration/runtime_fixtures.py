@@ -153,6 +153,7 @@ def burst(local_aws: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> It
             region=REGION,
             cost_center="cc-test",
             subnet_ids=envelope.subnet_ids,
+            security_group_ids=[envelope.security_group_id],
             launch_templates=envelope.launch_templates,
             status_queue_url=envelope.status_queue_url,
             bundle_bucket=envelope.bundle_bucket,

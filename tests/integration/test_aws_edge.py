@@ -16,7 +16,7 @@ import pytest
 from orca import tags
 from orca.aws.bundles import BundleStore
 from orca.aws.clients import AwsClients
-from orca.aws.ec2 import Ec2
+from orca.aws.ec2 import Ec2, run_instances_params
 from orca.aws.errors import (
     CapacityError,
     IdempotencyMismatchError,
@@ -440,3 +440,28 @@ def test_fake_ec2_behaves_like_the_local_aws(gateway: Gateway, envelope: Envelop
     ]
     assert [s.availability_zone for s in ec2.describe_subnets([envelope.subnet_ids[1]])] == [zone]
     ec2.check_access()
+
+
+def test_launch_never_asks_for_a_public_ip_and_names_the_security_groups(
+    aws_clients: AwsClients, envelope: Envelope
+) -> None:
+    request = LaunchRequest(
+        instance_type="m7i.large",
+        subnet_id=envelope.subnet_ids[0],
+        launch_template_id=envelope.launch_templates["x86_64"],
+        client_token=f"no-public-ip-{uuid.uuid4().hex[:8]}",
+        user_data="#!/bin/sh\n",
+        tags={"orca.research/department": "physics"},
+        security_group_ids=(envelope.security_group_id,),
+    )
+
+    instance = Ec2(aws_clients.ec2).run_instance(request)
+
+    [interface] = run_instances_params(request)["NetworkInterfaces"]
+    assert interface["AssociatePublicIpAddress"] is False
+    described = aws_clients.ec2.describe_instances(InstanceIds=[instance.instance_id])
+    raw = described["Reservations"][0]["Instances"][0]
+    assert "PublicIpAddress" not in raw
+    assert raw["SubnetId"] == envelope.subnet_ids[0]
+    [attached] = raw["NetworkInterfaces"]
+    assert [g["GroupId"] for g in attached["Groups"]] == [envelope.security_group_id]

@@ -21,6 +21,7 @@ def settings(**overrides: Any) -> Settings:
         "region": "us-east-1",
         "cost_center": "cc-4410",
         "subnet_ids": ["subnet-0a1b2c3d", "subnet-1a1b2c3d"],
+        "security_group_ids": ["sg-0a1b2c3d4e5f60718"],
         "launch_templates": {
             "x86_64-gpu": "lt-0123456789abcdef0",
             "x86_64": "lt-0123456789abcdef1",

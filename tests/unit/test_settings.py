@@ -14,6 +14,7 @@ GOOD = {
     "ORCA_CLUSTER_NAME": "campus",
     "ORCA_REGION": "us-east-1",
     "ORCA_SUBNET_IDS": '["subnet-0a1b2c3d"]',
+    "ORCA_SECURITY_GROUP_IDS": '["sg-0a1b2c3d4e5f60718"]',
     "ORCA_LAUNCH_TEMPLATES": '{"x86_64": "lt-0123456789abcdef1"}',
     "ORCA_STATUS_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/orca-biology",
     "ORCA_BUNDLE_BUCKET": "orca-biology-bundles",

@@ -188,7 +188,17 @@ def run_instances_params(req: LaunchRequest) -> dict[str, Any]:
         "MaxCount": 1,
         "LaunchTemplate": {"LaunchTemplateId": req.launch_template_id, "Version": "$Default"},
         "InstanceType": req.instance_type,
-        "SubnetId": req.subnet_id,
+        # The interface is spelled out so that no subnet default (MapPublicIpOnLaunch,
+        # or a default VPC's public addressing) can give a burst instance a public IP.
+        "NetworkInterfaces": [
+            {
+                "DeviceIndex": 0,
+                "SubnetId": req.subnet_id,
+                "AssociatePublicIpAddress": False,
+                "DeleteOnTermination": True,
+                **({"Groups": list(req.security_group_ids)} if req.security_group_ids else {}),
+            }
+        ],
         "ClientToken": req.client_token,
         # boto3 base64-encodes UserData for RunInstances itself.
         "UserData": req.user_data,

@@ -28,6 +28,7 @@ class LaunchRequest:
     max_spot_price: Decimal | None = None  # USD per hour; None means the on-demand price
     root_volume_gib: int | None = None
     root_device_name: str = "/dev/xvda"
+    security_group_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,21 @@
+"""The ORCA cost policy pack: ``pulumi preview --policy-pack policies/cost``.
+
+The CLI starts this pack with the pack's own folder as the working directory, so the
+policies, shared with the safety pack, are imported from ``policies/orca_policies`` after
+putting ``policies/`` on the path. Mandatory by default: a violation stops the update.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from orca_policies import cost
+from pulumi_policy import EnforcementLevel, PolicyPack
+
+PolicyPack(
+    name="orca-cost",
+    description="Refuses an ORCA department envelope that would commit money it should not.",
+    enforcement_level=EnforcementLevel.MANDATORY,
+    policies=cost.POLICIES,
+)

@@ -1,0 +1,1 @@
+"""Tests of the CrossGuard policy packs in ``policies/``, driven over the analyzer protocol."""
