@@ -42,13 +42,13 @@ bench: venv system ## Time pods bursting end to end on the stand-ins (BENCH_PODS
 	$(BIN)/python -m orca_local.bench --pods $(BENCH_PODS) --state-dir $(STATE)/bench
 
 lint: venv ## Check style and types (ruff, mypy)
-	$(BIN)/ruff check runtime tests
-	$(BIN)/ruff format --check runtime tests
+	$(BIN)/ruff check runtime tests infra policies
+	$(BIN)/ruff format --check runtime tests infra policies
 	$(BIN)/mypy
 
 format: venv ## Format the code
-	$(BIN)/ruff format runtime tests
-	$(BIN)/ruff check --fix runtime tests
+	$(BIN)/ruff format runtime tests infra policies
+	$(BIN)/ruff check --fix runtime tests infra policies
 
 services-up: venv system ## Start moto, the Kubernetes API emulator and dockerd on loopback
 	$(BIN)/python -m orca_local.services up --state-dir $(STATE)/dev --cluster-stand-ins
