@@ -10,7 +10,7 @@ import pulumi_aws as aws
 from orca_infra.budget import Budget, BudgetArgs
 from orca_infra.capacity import Capacity, CapacityArgs
 from orca_infra.cluster import RuntimeDeployment, RuntimeDeploymentArgs
-from orca_infra.config import load_config
+from orca_infra.config import AdoptedNetwork, load_config
 from orca_infra.iam import (
     InstanceIdentity,
     InstanceIdentityArgs,
@@ -19,7 +19,7 @@ from orca_infra.iam import (
 )
 from orca_infra.interruptions import Interruptions, InterruptionsArgs
 from orca_infra.launch_templates import LaunchTemplates, LaunchTemplatesArgs
-from orca_infra.network import Network, NetworkArgs
+from orca_infra.network import Network, NetworkArgs, check_adopted_subnets
 from orca_infra.settings import runtime_settings
 from orca_infra.storage import Storage, StorageArgs
 
@@ -34,6 +34,14 @@ in_aws = pulumi.ResourceOptions(providers=[aws_provider])
 invoke = pulumi.InvokeOutputOptions(provider=aws_provider)
 account = aws.get_caller_identity_output(opts=invoke).account_id
 partition = aws.get_partition_output(opts=invoke).partition
+
+if isinstance(config.network, AdoptedNetwork):
+    # Before anything is declared: an adopted subnet must not map public IPs on launch.
+    check_adopted_subnets(
+        config.network,
+        config.capacity_reservations,
+        pulumi.InvokeOptions(provider=aws_provider),
+    )
 
 network = Network(
     prefix, NetworkArgs(network=config.network, region=config.region, tags=tags), in_aws
@@ -68,7 +76,6 @@ instance_identity = InstanceIdentity(
 launch_templates = LaunchTemplates(
     prefix,
     LaunchTemplatesArgs(
-        security_group_id=network.security_group_id,
         instance_profile_arn=instance_identity.profile.arn,
         tags=tags,
     ),
@@ -98,6 +105,7 @@ runtime_identity = RuntimeIdentity(
         table_arn=storage.ledger.arn,
         reservation_arns=capacity.arns,
         reservation_group_arn=capacity.group_arn,
+        allowed_instance_types=config.allowed_instance_types,
         oidc_issuer_url=config.oidc_issuer_url,
         oidc_provider_arn=config.oidc_provider_arn,
         namespace=config.runtime_namespace,

@@ -9,8 +9,10 @@ would; without IRSA it reads the access key from a Secret.
 
 The Deployment runs one replica with the Recreate strategy: two runtimes for one node would
 both launch for the same pods. Its settings come from :func:`orca_infra.settings.runtime_settings`
-through a ConfigMap; the RBAC is what a kubelet needs for one node plus reading the ConfigMaps
-and Secrets that pods name in their env.
+through a ConfigMap whose checksum the pod template carries, so a settings change restarts
+the runtime. With the kubelet API's certificate, key and client CA configured (secrets), the
+stack creates the kubernetes.io/tls Secret the runtime mounts; without them none is mounted
+and the kubelet API is off. The RBAC lives in :mod:`orca_infra.rbac`.
 """
 
 from __future__ import annotations
@@ -25,11 +27,16 @@ import pulumi_kubernetes as k8s
 from orca import tags
 from orca_infra.config import StackConfig
 from orca_infra.policies import SERVICE_ACCOUNT_AUDIENCE
-from orca_infra.settings import HEALTH_PORT, KUBELET_PORT, KUBELET_TLS_DIR
+from orca_infra.rbac import runtime_rbac
+from orca_infra.settings import HEALTH_PORT, KUBELET_PORT, KUBELET_TLS_DIR, settings_checksum
 
 TOKEN_DIR = "/var/run/secrets/eks.amazonaws.com/serviceaccount"
 RUNTIME_USER = 65532
-NODE_LEASE_NAMESPACE = "kube-node-lease"
+# The pod template carries the settings' checksum, so changed settings roll the runtime.
+SETTINGS_CHECKSUM_ANNOTATION = "orca.research/settings-sha256"
+# How long `pulumi up` waits for the runtime to become ready before it fails: the same as
+# the Deployment's progress deadline, so a pod that never starts ends the update clearly.
+ROLLOUT_TIMEOUT_SECONDS = 600
 
 
 @dataclass(frozen=True)
@@ -79,7 +86,7 @@ class RuntimeDeployment(pulumi.ComponentResource):
             metadata={**self._meta(config.service_account), "annotations": annotations},
             opts=in_ns,
         )
-        self._rbac(child, in_ns)
+        runtime_rbac(name, config, self._labels, child, in_ns)
 
         settings = k8s.core.v1.ConfigMap(
             f"{name}-settings",
@@ -87,6 +94,19 @@ class RuntimeDeployment(pulumi.ComponentResource):
             data=args.settings,
             opts=in_ns,
         )
+        kubelet_tls = None
+        if config.kubelet_tls:
+            kubelet_tls = k8s.core.v1.Secret(
+                f"{name}-kubelet-tls",
+                metadata=self._meta(config.kubelet_tls_secret_name),
+                type="kubernetes.io/tls",
+                string_data={
+                    "tls.crt": config.kubelet_tls_cert,
+                    "tls.key": config.kubelet_tls_key,
+                    "ca.crt": config.kubelet_client_ca,
+                },
+                opts=in_ns,
+            )
         credentials = None
         if args.access_key is not None:
             credentials = k8s.core.v1.Secret(
@@ -100,11 +120,23 @@ class RuntimeDeployment(pulumi.ComponentResource):
                 opts=in_ns,
             )
 
+        checksum = pulumi.Output.from_input(args.settings).apply(settings_checksum)
         self.deployment = k8s.apps.v1.Deployment(
             f"{name}-runtime",
-            metadata=self._meta(config.node_name),
-            spec=self._deployment_spec(settings, credentials, args.role_arn),
-            opts=in_ns,
+            metadata={
+                **self._meta(config.node_name),
+                # pulumi-kubernetes waits this long for the rollout (customTimeouts agrees).
+                "annotations": {"pulumi.com/timeoutSeconds": str(ROLLOUT_TIMEOUT_SECONDS)},
+            },
+            spec=self._deployment_spec(settings, checksum, credentials, kubelet_tls, args.role_arn),
+            opts=pulumi.ResourceOptions.merge(
+                in_ns,
+                pulumi.ResourceOptions(
+                    custom_timeouts=pulumi.CustomTimeouts(
+                        create=f"{ROLLOUT_TIMEOUT_SECONDS}s", update=f"{ROLLOUT_TIMEOUT_SECONDS}s"
+                    )
+                ),
+            ),
         )
         k8s.core.v1.Service(
             f"{name}-kubelet",
@@ -147,98 +179,12 @@ class RuntimeDeployment(pulumi.ComponentResource):
             meta["namespace"] = namespace or self._config.runtime_namespace
         return meta
 
-    def _rbac(self, child: pulumi.ResourceOptions, in_ns: pulumi.ResourceOptions) -> None:
-        name, config = self._name, self._config
-        node = [config.node_name]
-        subject = {
-            "kind": "ServiceAccount",
-            "name": config.service_account,
-            "namespace": config.runtime_namespace,
-        }
-        # Create, list and watch cannot be limited by name; changes to a node can.
-        role = k8s.rbac.v1.ClusterRole(
-            f"{name}-runtime",
-            metadata={"name": f"{config.node_name}-runtime", "labels": self._labels},
-            rules=[
-                {"apiGroups": [""], "resources": ["nodes"], "verbs": ["create", "list", "watch"]},
-                {
-                    "apiGroups": [""],
-                    "resources": ["nodes"],
-                    "resourceNames": node,
-                    "verbs": ["get", "patch", "update"],
-                },
-                {
-                    "apiGroups": [""],
-                    "resources": ["nodes/status"],
-                    "resourceNames": node,
-                    "verbs": ["patch", "update"],
-                },
-                {
-                    "apiGroups": [""],
-                    "resources": ["pods"],
-                    "verbs": ["get", "list", "watch", "patch", "delete"],
-                },
-                {"apiGroups": [""], "resources": ["pods/status"], "verbs": ["patch", "update"]},
-                {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
-                # A pod's env names ConfigMaps and Secrets; they travel in its encrypted bundle.
-                {"apiGroups": [""], "resources": ["configmaps", "secrets"], "verbs": ["get"]},
-            ],
-            opts=child,
-        )
-        k8s.rbac.v1.ClusterRoleBinding(
-            f"{name}-runtime",
-            metadata={"name": f"{config.node_name}-runtime", "labels": self._labels},
-            role_ref={
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": role.metadata["name"],
-            },
-            subjects=[subject],
-            opts=child,
-        )
-
-        lease = k8s.rbac.v1.Role(
-            f"{name}-lease",
-            metadata={
-                "name": f"{config.node_name}-lease",
-                "namespace": NODE_LEASE_NAMESPACE,
-                "labels": self._labels,
-            },
-            rules=[
-                {
-                    "apiGroups": ["coordination.k8s.io"],
-                    "resources": ["leases"],
-                    "verbs": ["create"],
-                },
-                {
-                    "apiGroups": ["coordination.k8s.io"],
-                    "resources": ["leases"],
-                    "resourceNames": node,
-                    "verbs": ["get", "update"],
-                },
-            ],
-            opts=child,
-        )
-        k8s.rbac.v1.RoleBinding(
-            f"{name}-lease",
-            metadata={
-                "name": f"{config.node_name}-lease",
-                "namespace": NODE_LEASE_NAMESPACE,
-                "labels": self._labels,
-            },
-            role_ref={
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "Role",
-                "name": lease.metadata["name"],
-            },
-            subjects=[subject],
-            opts=in_ns,
-        )
-
     def _deployment_spec(
         self,
         settings: k8s.core.v1.ConfigMap,
+        checksum: pulumi.Output[str],
         credentials: k8s.core.v1.Secret | None,
+        kubelet_tls: k8s.core.v1.Secret | None,
         role_arn: pulumi.Input[str] | None,
     ) -> dict[str, Any]:
         config = self._config
@@ -283,9 +229,9 @@ class RuntimeDeployment(pulumi.ComponentResource):
                 for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
             ]
 
-        if config.kubelet_tls_secret:
+        if kubelet_tls is not None:
             volumes.append(
-                {"name": "kubelet-tls", "secret": {"secretName": config.kubelet_tls_secret}}
+                {"name": "kubelet-tls", "secret": {"secretName": kubelet_tls.metadata["name"]}}
             )
             mounts.append({"name": "kubelet-tls", "mountPath": KUBELET_TLS_DIR, "readOnly": True})
 
@@ -328,10 +274,13 @@ class RuntimeDeployment(pulumi.ComponentResource):
             "replicas": 1,
             # Two runtimes for one node must never run at once.
             "strategy": {"type": "Recreate"},
-            "progressDeadlineSeconds": 600,
+            "progressDeadlineSeconds": ROLLOUT_TIMEOUT_SECONDS,
             "selector": {"matchLabels": self._labels},
             "template": {
-                "metadata": {"labels": self._labels},
+                "metadata": {
+                    "labels": self._labels,
+                    "annotations": {SETTINGS_CHECKSUM_ANNOTATION: checksum},
+                },
                 "spec": {
                     "serviceAccountName": config.service_account,
                     "securityContext": {

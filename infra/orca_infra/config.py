@@ -5,22 +5,21 @@ description and default in ``Pulumi.yaml``. :func:`load_config` reads them all, 
 them with one pydantic model and raises :class:`ConfigError` naming each bad key and the
 reason, so ``pulumi preview`` and ``pulumi up`` stop before they touch anything.
 
-The kubeconfig is a secret: it stays a ``pulumi.Output`` and is only checked for presence,
-so its value never reaches a log or an error message.
+The kubeconfig and the kubelet API's certificate, key and client CA are secrets: they stay
+``pulumi.Output`` values and are only checked for presence, so no value reaches a log or an
+error message. The structured keys' models live in :mod:`orca_infra.config_types`; what
+needs a lookup in AWS (adopted subnets) is checked by :mod:`orca_infra.network`.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import ipaddress
 import json
 import re
-from datetime import datetime
 from typing import Annotated, Any
 
 import pulumi
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Discriminator,
     Field,
@@ -31,11 +30,30 @@ from pydantic import (
 )
 
 from orca import tags
+from orca_infra.config_types import AdoptedNetwork, CreatedNetwork, FrozenModel, Reservation
+
+__all__ = [
+    "PROJECT",
+    "AdoptedNetwork",
+    "ConfigError",
+    "CreatedNetwork",
+    "Reservation",
+    "StackConfig",
+    "load_config",
+]
 
 PROJECT = "orca"
 
 # Keys whose values are structured (lists and objects): Pulumi hands them over as JSON.
-_STRUCTURED = ("budgetAlertEmails", "allowedInstanceTypes", "network", "capacityReservations")
+_STRUCTURED = (
+    "budgetAlertEmails",
+    "allowedInstanceTypes",
+    "network",
+    "capacityReservations",
+    "burstNamespaces",
+)
+# Secret keys: read as Outputs, checked only for presence so no value reaches a message.
+_SECRET = ("kubeconfig", "kubeletTlsCert", "kubeletTlsKey", "kubeletClientCa")
 _PLAIN = (
     "department",
     "budget",
@@ -53,8 +71,22 @@ _PLAIN = (
 )
 
 _DEPARTMENT = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
+# Cluster names are lowercase DNS labels of at most 40 characters: the name goes into the
+# budget's name orca-<cluster>-<department> (AWS Budgets: at most 100 characters, no ':' or
+# backslash), the log group /orca/<cluster>/<department>/containers (CloudWatch Logs: letters,
+# digits, '_-/.#'), tag values (at most 256 characters) and the Kubernetes provider's
+# cluster identifier; a DNS label is safe in all of them.
+_CLUSTER = _DEPARTMENT
+# AWS Budgets sends each notification to at most 10 e-mail subscribers.
+_MAX_BUDGET_EMAILS = 10
+# A DNS label (a namespace) and a DNS subdomain (a Secret's name), as Kubernetes checks them.
+_DNS_LABEL = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+_DNS_SUBDOMAIN = re.compile(
+    r"^(?=.{1,253}$)[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$"
+)
+# What an AWS tag value may hold (letters, digits, spaces and _ . : / = + - @), at most 256.
+_TAG_VALUE = r"^[\w .:/=+\-@]+$"
 _INSTANCE_TYPE = re.compile(r"^(\*|[a-z][a-z0-9-]*\.(\*|[a-z0-9]+))$")
-_ZONE = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d[a-z]$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 # CloudWatch Logs accepts only these retention periods (PutRetentionPolicy).
 _RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1827, 3653)
@@ -64,78 +96,7 @@ class ConfigError(Exception):
     """The stack configuration cannot build an envelope; the message names every bad key."""
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-
-class CreatedNetwork(_Model):
-    """A VPC of the stack's own: private subnets across ``zones``, one NAT gateway."""
-
-    cidr: str = "10.64.0.0/16"
-    zones: list[str] = Field(min_length=1, max_length=6)
-    interface_endpoints: bool = Field(default=False, alias="interfaceEndpoints")
-    on_prem_cidr: str | None = Field(default=None, alias="onPremCidr")
-
-    @field_validator("cidr")
-    @classmethod
-    def _cidr_fits_subnets(cls, value: str) -> str:
-        network = ipaddress.ip_network(value)
-        if network.version != 4 or not 16 <= network.prefixlen <= 22:
-            raise ValueError("must be an IPv4 CIDR from /16 to /22 (it is split into subnets)")
-        return str(network)
-
-    @field_validator("zones")
-    @classmethod
-    def _zones_are_zones(cls, value: list[str]) -> list[str]:
-        bad = [z for z in value if not _ZONE.match(z)]
-        if bad or len(set(value)) != len(value):
-            raise ValueError(f"expected distinct zone names like us-east-1a, got {value}")
-        return value
-
-    @field_validator("on_prem_cidr")
-    @classmethod
-    def _on_prem_is_a_cidr(cls, value: str | None) -> str | None:
-        return None if value is None else str(ipaddress.ip_network(value))
-
-
-class AdoptedNetwork(_Model):
-    """An existing VPC (shared with other departments): only the security group is created."""
-
-    vpc_id: str = Field(alias="vpcId", pattern=r"^vpc-[0-9a-f]{8,17}$")
-    subnet_ids: list[str] = Field(alias="subnetIds", min_length=1)
-    on_prem_cidr: str | None = Field(default=None, alias="onPremCidr")
-
-    @field_validator("subnet_ids")
-    @classmethod
-    def _subnets_are_subnets(cls, value: list[str]) -> list[str]:
-        bad = [s for s in value if not re.match(r"^subnet-[0-9a-f]{8,17}$", s)]
-        if bad:
-            raise ValueError(f"not subnet ids: {', '.join(bad)}")
-        return value
-
-    @field_validator("on_prem_cidr")
-    @classmethod
-    def _on_prem_is_a_cidr(cls, value: str | None) -> str | None:
-        return None if value is None else str(ipaddress.ip_network(value))
-
-
-class Reservation(_Model):
-    """An On-Demand Capacity Reservation; it always ends, so nothing is paid for forever."""
-
-    instance_type: str = Field(alias="instanceType", pattern=r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
-    availability_zone: str = Field(alias="availabilityZone", pattern=_ZONE.pattern)
-    count: int = Field(ge=1, le=1000)
-    end_date: datetime = Field(alias="endDate")
-
-    @field_validator("end_date")
-    @classmethod
-    def _end_date_has_a_zone(cls, value: datetime) -> datetime:
-        if value.tzinfo is None:
-            raise ValueError("must carry a time zone, e.g. 2027-06-30T00:00:00Z")
-        return value
-
-
-class StackConfig(_Model):
+class StackConfig(FrozenModel):
     """Everything one department's stack is built from."""
 
     model_config = ConfigDict(
@@ -146,9 +107,14 @@ class StackConfig(_Model):
     region: str = Field(pattern=r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
     department: str
     budget: int = Field(gt=0, description="USD per month")
-    cost_center: str | None = Field(default=None, alias="costCenter")
-    cluster_name: str = Field(alias="clusterName", min_length=1, max_length=100)
-    budget_alert_emails: list[str] = Field(alias="budgetAlertEmails", min_length=1)
+    # A tag value on every resource and instance: at most 256 characters of the tag alphabet.
+    cost_center: str | None = Field(
+        default=None, alias="costCenter", max_length=256, pattern=_TAG_VALUE
+    )
+    cluster_name: str = Field(alias="clusterName")
+    budget_alert_emails: list[str] = Field(
+        alias="budgetAlertEmails", min_length=1, max_length=_MAX_BUDGET_EMAILS
+    )
     allowed_instance_types: list[str] = Field(
         default_factory=lambda: ["*"], alias="allowedInstanceTypes", min_length=1
     )
@@ -169,13 +135,21 @@ class StackConfig(_Model):
     oidc_provider_arn: str | None = Field(
         default=None,
         alias="oidcProviderArn",
-        pattern=r"^arn:aws[a-z-]*:iam::\d{12}:oidc-provider/.+$",
+        pattern=r"^arn:aws(-cn|-us-gov)?:iam::\d{12}:oidc-provider/[a-z0-9.-]+(:\d+)?(/\S*)?$",
     )
     runtime_image: str = Field(alias="runtimeImage", min_length=1)
-    namespace: str | None = Field(default=None, pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+    namespace: str | None = Field(default=None, pattern=_DNS_LABEL)
+    # Namespaces whose pods the node runs: the Secret and ConfigMap reads that resolve a pod's
+    # env are granted only there. Empty: in every namespace (a cluster-wide read of Secrets).
+    burst_namespaces: list[str] = Field(default_factory=list, alias="burstNamespaces")
     log_retention_days: int = Field(default=30, alias="logRetentionDays")
     bundle_expiry_days: int = Field(default=7, alias="bundleExpiryDays", ge=1, le=365)
+    # The kubelet API's certificate, key and client CA (PEM, secrets); with them the stack
+    # creates the kubernetes.io/tls Secret the runtime mounts, named kubeletTlsSecret.
     kubelet_tls_secret: str | None = Field(default=None, alias="kubeletTlsSecret")
+    kubelet_tls_cert: Any = Field(default=None, alias="kubeletTlsCert", exclude=True)
+    kubelet_tls_key: Any = Field(default=None, alias="kubeletTlsKey", exclude=True)
+    kubelet_client_ca: Any = Field(default=None, alias="kubeletClientCa", exclude=True)
     kubeconfig: Any = Field(exclude=True)
 
     @field_validator("department")
@@ -185,6 +159,33 @@ class StackConfig(_Model):
             raise ValueError(
                 "must be 1-40 lowercase letters, digits or '-', starting and ending with a "
                 "letter or digit (it names the node orca-<department> and AWS resources)"
+            )
+        return value
+
+    @field_validator("cluster_name")
+    @classmethod
+    def _cluster_is_a_dns_label(cls, value: str) -> str:
+        if not _CLUSTER.match(value):
+            raise ValueError(
+                "must be 1-40 lowercase letters, digits or '-', starting and ending with a "
+                "letter or digit (it goes into the budget's and the log group's names and tags)"
+            )
+        return value
+
+    @field_validator("burst_namespaces")
+    @classmethod
+    def _namespaces_are_dns_labels(cls, value: list[str]) -> list[str]:
+        bad = [n for n in value if not re.match(_DNS_LABEL, n)]
+        if bad or len(set(value)) != len(value):
+            raise ValueError(f"expected distinct namespace names (DNS labels), got {value}")
+        return value
+
+    @field_validator("kubelet_tls_secret")
+    @classmethod
+    def _secret_name_is_a_dns_subdomain(cls, value: str | None) -> str | None:
+        if value is not None and not _DNS_SUBDOMAIN.match(value):
+            raise ValueError(
+                "must be a DNS subdomain (lowercase letters, digits, '-' and '.', at most 253)"
             )
         return value
 
@@ -231,6 +232,56 @@ class StackConfig(_Model):
         return self
 
     @model_validator(mode="after")
+    def _provider_is_the_issuers(self) -> StackConfig:
+        if self.oidc_provider_arn and self.oidc_issuer_url:
+            issuer = self.oidc_issuer_url.removeprefix("https://").rstrip("/")
+            provider = self.oidc_provider_arn.split(":oidc-provider/", 1)[1]
+            if provider != issuer:
+                raise ValueError(
+                    f"{PROJECT}:oidcProviderArn: names the provider of {provider}, not of "
+                    f"{PROJECT}:oidcIssuerUrl ({issuer}); the role would trust no token"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _kubelet_tls_is_complete(self) -> StackConfig:
+        given = {
+            "kubeletTlsCert": self.kubelet_tls_cert,
+            "kubeletTlsKey": self.kubelet_tls_key,
+            "kubeletClientCa": self.kubelet_client_ca,
+        }
+        missing = [f"{PROJECT}:{key}" for key, value in given.items() if value is None]
+        if missing and len(missing) < len(given):
+            raise ValueError(
+                f"the kubelet API needs all three of {PROJECT}:kubeletTlsCert, "
+                f"{PROJECT}:kubeletTlsKey and {PROJECT}:kubeletClientCa; set "
+                f"{', '.join(missing)} with `pulumi config set --secret`"
+            )
+        if missing and self.kubelet_tls_secret:
+            raise ValueError(
+                f"{PROJECT}:kubeletTlsSecret: names the Secret the stack creates from "
+                f"{PROJECT}:kubeletTlsCert, kubeletTlsKey and kubeletClientCa; set those "
+                "(secrets) or unset it"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _zones_are_in_the_region(self) -> StackConfig:
+        zones = getattr(self.network, "zones", None) or []
+        foreign = [z for z in zones if z[:-1] != self.region]
+        if foreign:
+            raise ValueError(
+                f"{PROJECT}:network.zones: {', '.join(foreign)} not in aws:region {self.region}"
+            )
+        for i, reservation in enumerate(self.capacity_reservations):
+            if reservation.availability_zone[:-1] != self.region:
+                raise ValueError(
+                    f"{PROJECT}:capacityReservations[{i}].availabilityZone: "
+                    f"{reservation.availability_zone} is not in aws:region {self.region}"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _reservations_fit_the_envelope(self) -> StackConfig:
         for i, reservation in enumerate(self.capacity_reservations):
             allowed = any(
@@ -265,6 +316,15 @@ class StackConfig(_Model):
     def runtime_namespace(self) -> str:
         """Each department's runtime has a namespace of its own unless one is configured."""
         return self.namespace or f"orca-{self.department}"
+
+    @property
+    def kubelet_tls(self) -> bool:
+        """Whether the kubelet API is served: its certificate, key and client CA are set."""
+        return self.kubelet_tls_cert is not None
+
+    @property
+    def kubelet_tls_secret_name(self) -> str:
+        return self.kubelet_tls_secret or f"{self.node_name}-kubelet-tls"
 
     @property
     def service_account(self) -> str:
@@ -304,7 +364,11 @@ def load_config() -> StackConfig:
             raw[key] = json.loads(text)
         except json.JSONDecodeError as e:
             problems.append(f"  {PROJECT}:{key}: not a list or object ({e})")
-    raw["kubeconfig"] = config.get_secret("kubeconfig")
+    for key in _SECRET:
+        # Pulumi.yaml gives the optional secrets an empty default: the same as unset.
+        if pulumi.runtime.get_config(f"{PROJECT}:{key}"):
+            raw[key] = config.get_secret(key)
+    raw.setdefault("kubeconfig", None)
 
     try:
         return StackConfig.model_validate(raw)
@@ -330,7 +394,7 @@ def _describe(error: Any) -> str:
     )
     given = error.get("input")
     shown = ""
-    if error["type"] != "missing" and isinstance(given, str | int | float) and head != "kubeconfig":
+    if error["type"] != "missing" and isinstance(given, str | int | float) and head not in _SECRET:
         shown = f" (got {given!r})"
     return f"  {key}: {message}{shown}"
 

@@ -80,6 +80,7 @@ class RuntimeIdentityArgs:
     table_arn: pulumi.Input[str]
     reservation_arns: Sequence[pulumi.Input[str]]
     reservation_group_arn: pulumi.Input[str] | None
+    allowed_instance_types: Sequence[str]
     oidc_issuer_url: str | None
     oidc_provider_arn: str | None
     namespace: str
@@ -174,6 +175,7 @@ class RuntimeIdentity(pulumi.ComponentResource):
                         region=args.region,
                         cluster=args.cluster,
                         department=args.department,
+                        allowed_instance_types=tuple(args.allowed_instance_types),
                         **v,
                     )
                 )

@@ -13,8 +13,11 @@ every burst instance is fixed here:
 - tag specifications for the instance, its volumes and its network interfaces with the
   department's cost tags: provider default tags do not reach what the runtime launches.
 
-No network interface is declared, so nothing here can ask for a public address; the
-subnets never map one either.
+No network interface and no security group are declared. The runtime launches with an
+explicit network interface (``AssociatePublicIpAddress`` false, the subnet, and the security
+group from ``ORCA_SECURITY_GROUP_IDS``), and EC2 refuses a request whose network interface
+names groups when its launch template names groups at the top level, so the group travels
+in the request. Nothing here can ask for a public address, and the subnets never map one.
 """
 
 from __future__ import annotations
@@ -38,7 +41,6 @@ TAGGED_RESOURCE_TYPES = ("instance", "volume", "network-interface")
 
 @dataclass(frozen=True)
 class LaunchTemplatesArgs:
-    security_group_id: pulumi.Input[str]
     instance_profile_arn: pulumi.Input[str]
     tags: dict[str, str]
 
@@ -64,7 +66,8 @@ class LaunchTemplates(pulumi.ComponentResource):
                 description=f"ORCA burst instances, {kind}",
                 image_id=image.value,
                 iam_instance_profile={"arn": args.instance_profile_arn},
-                vpc_security_group_ids=[args.security_group_id],
+                # No vpc_security_group_ids: the request's network interface carries the
+                # group, and EC2 rejects groups named both there and here.
                 instance_initiated_shutdown_behavior="terminate",
                 metadata_options={
                     "http_endpoint": "enabled",

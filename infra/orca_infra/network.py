@@ -7,21 +7,66 @@ NAT), and, behind a flag, interface endpoints so AWS API, image and log traffic 
 cross the NAT either (each costs about 7 USD a month per zone).
 
 An adopted network (``vpcId`` and ``subnetIds``, e.g. one shared by several departments)
-is used as it is: only the burst instances' security group is created in it.
+is used as it is: only the burst instances' security group is created in it. Its subnets are
+looked up first (:func:`check_adopted_subnets`) and the stack is refused, before anything is
+created, if one maps public IPs on launch, lies outside the VPC, or leaves a reservation's
+zone without a subnet. The runtime asks for no public address at launch either; the subnet
+check keeps the envelope sound whatever launches into it.
 """
 
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
 
-from orca_infra.config import AdoptedNetwork, CreatedNetwork
+from orca_infra.config import PROJECT, AdoptedNetwork, ConfigError, CreatedNetwork, Reservation
 
 # Services the runtime and the agent call; with endpoints they resolve to private addresses.
 INTERFACE_ENDPOINT_SERVICES = ("ec2", "sqs", "logs", "ecr.api", "ecr.dkr", "sts")
+
+
+def check_adopted_subnets(
+    network: AdoptedNetwork,
+    reservations: Sequence[Reservation],
+    opts: pulumi.InvokeOptions,
+) -> None:
+    """Refuse adopted subnets that would give burst instances public IPs or miss a zone.
+
+    The lookups are synchronous invokes, so a refusal stops ``pulumi preview`` and
+    ``pulumi up`` before any resource is declared.
+    """
+    problems = []
+    zones = set()
+    for subnet_id in network.subnet_ids:
+        subnet = aws.ec2.get_subnet(id=subnet_id, opts=opts)
+        zones.add(subnet.availability_zone)
+        if subnet.map_public_ip_on_launch:
+            problems.append(
+                f"  {PROJECT}:network.subnetIds: {subnet_id} maps public IPs on launch "
+                "(MapPublicIpOnLaunch); burst instances belong in private subnets, so name "
+                "private subnets or turn the attribute off"
+            )
+        if subnet.vpc_id != network.vpc_id:
+            problems.append(
+                f"  {PROJECT}:network.subnetIds: {subnet_id} is in {subnet.vpc_id}, not in "
+                f"{PROJECT}:network.vpcId {network.vpc_id}"
+            )
+    for i, reservation in enumerate(reservations):
+        if reservation.availability_zone not in zones:
+            problems.append(
+                f"  {PROJECT}:capacityReservations[{i}].availabilityZone: "
+                f"{reservation.availability_zone} has no subnet of this stack "
+                f"({PROJECT}:network.subnetIds are in {', '.join(sorted(zones))})"
+            )
+    if problems:
+        raise ConfigError(
+            "the adopted network cannot hold burst instances; fix these keys with "
+            "`pulumi config set` (nothing was created):\n" + "\n".join(problems)
+        )
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,11 @@ launch only from this stack's launch templates into this stack's subnets, create
 instances, volumes and interfaces tagged with this department, terminate and tag only
 instances already tagged with it, and pass only the instance role. ``ec2:Describe*`` cannot
 be scoped to resources (EC2 has no resource-level permissions for it), so it is on ``*``.
+
+Launches must also name an allowed instance type, create network interfaces without a
+public address (``ec2:AssociatePublicIpAddress``, a condition key of RunInstances on
+``network-interface``), and carry the department's cost tag; tags that attribute an
+instance to a department or cluster cannot be changed after launch.
 """
 
 from __future__ import annotations
@@ -17,6 +22,14 @@ from typing import Any
 from orca import tags
 
 SERVICE_ACCOUNT_AUDIENCE = "sts.amazonaws.com"
+# Tags that decide whose an instance is and who pays for it: set at launch, never changed.
+PROTECTED_TAG_KEYS = (
+    tags.DEPARTMENT,
+    tags.CLUSTER,
+    tags.MANAGED_BY,
+    tags.COST_DEPARTMENT,
+    tags.COST_CENTER,
+)
 Document = dict[str, Any]
 
 
@@ -44,6 +57,7 @@ class RuntimeScope:
     table_arn: str
     reservation_arns: Sequence[str] = ()
     reservation_group_arn: str | None = None
+    allowed_instance_types: Sequence[str] = ("*",)
 
     def ec2(self, resource: str) -> str:
         return f"arn:{self.partition}:ec2:{self.region}:{self.account}:{resource}"
@@ -54,6 +68,18 @@ def runtime_policy(scope: RuntimeScope) -> Document:
     department_tags = {
         f"aws:RequestTag/{tags.DEPARTMENT}": scope.department,
         f"aws:RequestTag/{tags.CLUSTER}": scope.cluster,
+        f"aws:RequestTag/{tags.COST_DEPARTMENT}": scope.department,
+    }
+    instance_conditions: dict[str, Any] = {
+        "StringEquals": department_tags,
+        "ArnEquals": {"ec2:LaunchTemplate": list(scope.launch_template_arns)},
+    }
+    if "*" not in scope.allowed_instance_types:
+        # Family wildcards (g6e.*) are StringLike patterns as they stand.
+        instance_conditions["StringLike"] = {"ec2:InstanceType": list(scope.allowed_instance_types)}
+    owned = {
+        f"ec2:ResourceTag/{tags.DEPARTMENT}": scope.department,
+        f"ec2:ResourceTag/{tags.CLUSTER}": scope.cluster,
     }
     launch_targets = [*scope.reservation_arns]
     if scope.reservation_group_arn:
@@ -86,17 +112,26 @@ def runtime_policy(scope: RuntimeScope) -> Document:
             "Effect": "Allow",
             "Action": "ec2:RunInstances",
             "Resource": scope.ec2("instance/*"),
-            "Condition": {
-                "StringEquals": department_tags,
-                "ArnEquals": {"ec2:LaunchTemplate": list(scope.launch_template_arns)},
-            },
+            "Condition": instance_conditions,
         },
         {
-            "Sid": "CreateDepartmentVolumesAndInterfaces",
+            "Sid": "CreateDepartmentVolumes",
             "Effect": "Allow",
             "Action": "ec2:RunInstances",
-            "Resource": [scope.ec2("volume/*"), scope.ec2("network-interface/*")],
+            "Resource": scope.ec2("volume/*"),
             "Condition": {"StringEquals": department_tags},
+        },
+        {
+            # The runtime names the interface with AssociatePublicIpAddress false; a request
+            # without it, or asking for a public address, is not allowed.
+            "Sid": "CreateDepartmentInterfacesWithoutPublicIps",
+            "Effect": "Allow",
+            "Action": "ec2:RunInstances",
+            "Resource": scope.ec2("network-interface/*"),
+            "Condition": {
+                "StringEquals": department_tags,
+                "Bool": {"ec2:AssociatePublicIpAddress": "false"},
+            },
         },
         {
             "Sid": "RequestSpotAndUseTheStackReservations",
@@ -118,15 +153,22 @@ def runtime_policy(scope: RuntimeScope) -> Document:
             "Condition": {"StringEquals": {"ec2:CreateAction": "RunInstances"}},
         },
         {
-            "Sid": "EndAndTagOnlyDepartmentInstances",
+            "Sid": "EndOnlyDepartmentInstances",
             "Effect": "Allow",
-            "Action": ["ec2:TerminateInstances", "ec2:CreateTags"],
+            "Action": "ec2:TerminateInstances",
+            "Resource": scope.ec2("instance/*"),
+            "Condition": {"StringEquals": owned},
+        },
+        {
+            # Later tags on the department's instances, but never the ones that say whose
+            # the instance is or who pays for it.
+            "Sid": "TagOnlyDepartmentInstancesKeepingOwnership",
+            "Effect": "Allow",
+            "Action": "ec2:CreateTags",
             "Resource": scope.ec2("instance/*"),
             "Condition": {
-                "StringEquals": {
-                    f"ec2:ResourceTag/{tags.DEPARTMENT}": scope.department,
-                    f"ec2:ResourceTag/{tags.CLUSTER}": scope.cluster,
-                }
+                "StringEquals": owned,
+                "ForAllValues:StringNotEquals": {"aws:TagKeys": list(PROTECTED_TAG_KEYS)},
             },
         },
         {

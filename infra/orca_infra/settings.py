@@ -6,10 +6,13 @@ component puts them in the runtime's ConfigMap. The runtime's settings model,
 ``orca.settings.Settings``, is the one source of truth for what is accepted: the tests feed
 this function's output to it. The pod's own IP (``ORCA_NODE_INTERNAL_IP``) is the only
 setting that cannot be known here; the Deployment takes it from the downward API.
+:func:`settings_checksum` is what the Deployment's pod template carries, so that a change of
+settings restarts the runtime (a ConfigMap read through ``envFrom`` is read only at start).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 
@@ -51,7 +54,7 @@ def runtime_settings(
     }
     if config.cost_center:
         settings["ORCA_COST_CENTER"] = config.cost_center
-    if config.kubelet_tls_secret:
+    if config.kubelet_tls:
         settings.update(
             {
                 "ORCA_KUBELET_TLS_CERT_FILE": f"{KUBELET_TLS_DIR}/tls.crt",
@@ -60,3 +63,8 @@ def runtime_settings(
             }
         )
     return settings
+
+
+def settings_checksum(settings: Mapping[str, str]) -> str:
+    """The SHA-256 of the settings, independent of key order: it changes when they do."""
+    return hashlib.sha256(json.dumps(dict(settings), sort_keys=True).encode()).hexdigest()

@@ -6,7 +6,9 @@ assert both that the program passes and that a bad resource would be caught.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from tests.infra.harness import RecordedResource
 
@@ -21,16 +23,115 @@ RESERVATION = "aws:ec2/capacityReservation:CapacityReservation"
 VOLUME = "aws:ebs/volume:Volume"
 
 
-def public_ips(resources: Iterable[RecordedResource]) -> list[str]:
-    """Anything that would give a burst instance a public address."""
+RUNTIME_POLICY_TYPES = ("aws:iam/rolePolicy:RolePolicy", "aws:iam/userPolicy:UserPolicy")
+# The tags that say whose an instance is and who pays for it.
+OWNERSHIP_TAG_KEYS = {
+    "orca.research/department",
+    "orca.research/cluster",
+    "department",
+    "cost-center",
+}
+
+
+def public_ips(
+    resources: Iterable[RecordedResource],
+    adopted_subnets: Mapping[str, Mapping[str, Any]] | None = None,
+) -> list[str]:
+    """Anything that would give a burst instance a public address.
+
+    ``adopted_subnets`` are the attributes of the subnets an adopted network names, by id (what
+    the subnet lookup answered); the program must have refused any that maps public IPs.
+    Launch templates must leave the network interface to the runtime's request (which asks
+    for no public IP): a template may neither ask for a public IP nor name security groups at
+    the top level, which would make EC2 refuse that request. The runtime's IAM policy must
+    allow creating network interfaces only without a public address.
+    """
+    resources = list(resources)
     problems = []
+    for subnet_id, subnet in (adopted_subnets or {}).items():
+        if subnet.get("mapPublicIpOnLaunch") is not False:
+            problems.append(f"adopted subnet {subnet_id} maps public IPs on launch")
     for r in resources:
         if r.type == SUBNET and r.inputs.get("mapPublicIpOnLaunch") is not False:
             problems.append(f"subnet {r.name} maps public IPs on launch")
         if r.type == LAUNCH_TEMPLATE:
             for interface in r.inputs.get("networkInterfaces") or []:
-                if str(interface.get("associatePublicIpAddress", "false")).lower() == "true":
+                if str(interface.get("associatePublicIpAddress", "false")).lower() != "false":
                     problems.append(f"launch template {r.name} asks for a public IP")
+            if r.inputs.get("vpcSecurityGroupIds") or r.inputs.get("securityGroupNames"):
+                problems.append(
+                    f"launch template {r.name} names security groups, so the runtime's "
+                    "request cannot carry its own network interface"
+                )
+        if r.type in RUNTIME_POLICY_TYPES and "runtime" in r.name:
+            problems += public_interface_grants(json.loads(r.inputs["policy"]))
+    return problems
+
+
+def _actions(statement: Mapping[str, Any]) -> list[str]:
+    action = statement.get("Action", [])
+    return action if isinstance(action, list) else [action]
+
+
+def _resources(statement: Mapping[str, Any]) -> list[str]:
+    resource = statement.get("Resource", [])
+    return resource if isinstance(resource, list) else [resource]
+
+
+def _grants(statement: Mapping[str, Any], action: str, resource_type: str) -> bool:
+    """Whether an Allow statement grants ``action`` on resources of ``resource_type``."""
+    service = action.split(":")[0]
+    return (
+        statement.get("Effect") == "Allow"
+        and any(a in (action, "*", f"{service}:*") for a in _actions(statement))
+        and any(r == "*" or f":{resource_type}/" in r for r in _resources(statement))
+    )
+
+
+def public_interface_grants(policy: Mapping[str, Any]) -> list[str]:
+    """RunInstances grants on network interfaces that do not require no public address."""
+    return [
+        f"statement {s.get('Sid')} lets RunInstances create interfaces with public IPs"
+        for s in policy["Statement"]
+        if _grants(s, "ec2:RunInstances", "network-interface")
+        and s.get("Condition", {}).get("Bool", {}).get("ec2:AssociatePublicIpAddress") != "false"
+    ]
+
+
+def ownership_retags(policy: Mapping[str, Any]) -> list[str]:
+    """CreateTags grants that could change whose an instance is or who pays for it.
+
+    Tagging is safe as part of a launch (``ec2:CreateAction``, when RunInstances itself is
+    held to the department's request tags) or when the grant excludes the ownership keys
+    with ``ForAllValues:StringNotEquals`` on ``aws:TagKeys``.
+    """
+    problems = []
+    for s in policy["Statement"]:
+        if not _grants(s, "ec2:CreateTags", "instance"):
+            continue
+        condition = s.get("Condition", {})
+        on_launch = condition.get("StringEquals", {}).get("ec2:CreateAction")
+        excluded = condition.get("ForAllValues:StringNotEquals", {}).get("aws:TagKeys", [])
+        if on_launch not in ("RunInstances", ["RunInstances"]) and not (
+            set(excluded) >= OWNERSHIP_TAG_KEYS
+        ):
+            problems.append(f"statement {s.get('Sid')} lets CreateTags rewrite ownership tags")
+    return problems
+
+
+def untagged_launches(policy: Mapping[str, Any], department: str) -> list[str]:
+    """RunInstances grants that create instances, volumes or interfaces without cost tags."""
+    problems = []
+    for resource_type in ("instance", "volume", "network-interface"):
+        for s in policy["Statement"]:
+            if not _grants(s, "ec2:RunInstances", resource_type):
+                continue
+            required = s.get("Condition", {}).get("StringEquals", {})
+            if required.get("aws:RequestTag/department") != department:
+                problems.append(
+                    f"statement {s.get('Sid')} creates a {resource_type} without the "
+                    "department cost tag"
+                )
     return problems
 
 

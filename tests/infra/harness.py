@@ -16,6 +16,7 @@ import json
 import logging
 import runpy
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,13 @@ AMIS = {
 # Pulumi marks a secret value on the wire with this key (and the value under "value").
 SECRET_SIGNATURE = "4dabf18193072939515e22adb298388d"
 KUBECONFIG = "apiVersion: v1\nkind: Config\nclusters: []\n"
+# The keys Pulumi.yaml declares secret: Pulumi hands them to the program marked as secrets.
+SECRET_KEYS = [
+    "orca:kubeconfig",
+    "orca:kubeletTlsCert",
+    "orca:kubeletTlsKey",
+    "orca:kubeletClientCa",
+]
 
 # EC2-style ids for the types whose ids the runtime's settings check.
 _ID_PREFIXES = {
@@ -77,6 +85,8 @@ class StackRun:
     resources: list[RecordedResource]
     outputs: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    # What the lookups of an adopted network's subnets answered, by subnet id.
+    looked_up_subnets: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def of_type(self, type_: str) -> list[RecordedResource]:
         return [r for r in self.resources if r.type == type_]
@@ -88,10 +98,19 @@ class StackRun:
 
 
 class RecordingMocks(pulumi.runtime.Mocks):
-    """Answers registrations with plausible AWS outputs and records every one."""
+    """Answers registrations with plausible AWS outputs and records every one.
 
-    def __init__(self) -> None:
+    Subnet lookups (an adopted network) answer a private subnet of ``vpc_id`` in the first
+    zone of the region, changed per subnet id by ``subnets``.
+    """
+
+    def __init__(
+        self, *, vpc_id: str | None = None, subnets: Mapping[str, Mapping[str, Any]] | None = None
+    ) -> None:
         self.resources: list[RecordedResource] = []
+        self.vpc_id = vpc_id
+        self.subnets = dict(subnets or {})
+        self.looked_up_subnets: dict[str, dict[str, Any]] = {}
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict]:
         digest = hashlib.sha256(f"{args.typ}/{args.name}".encode()).hexdigest()[:17]
@@ -121,6 +140,20 @@ class RecordingMocks(pulumi.runtime.Mocks):
         return id_, state
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
+        if args.token == "aws:ec2/getSubnet:getSubnet":
+            subnet_id = args.args["id"]
+            answer = self.looked_up_subnets[subnet_id] = {
+                "id": subnet_id,
+                "arn": f"arn:aws:ec2:{REGION}:{ACCOUNT}:subnet/{subnet_id}",
+                "vpcId": self.vpc_id,
+                "availabilityZone": f"{REGION}a",
+                "cidrBlock": "10.0.0.0/24",
+                "mapPublicIpOnLaunch": False,
+                "assignIpv6AddressOnCreation": False,
+                "state": "available",
+                **self.subnets.get(subnet_id, {}),
+            }
+            return answer
         if args.token == "aws:ssm/getParameter:getParameter":
             name = args.args["name"]
             value = AMIS[name]
@@ -170,10 +203,20 @@ def stack_file_config(stack: str) -> dict[str, Any]:
 last_mocks: RecordingMocks | None = None
 
 
-def run_stack(stack_config: dict[str, Any], *, stack: str = "test") -> StackRun:
-    """Run the program for a stack whose config is ``stack_config`` (``orca:key`` -> value)."""
+def run_stack(
+    stack_config: dict[str, Any],
+    *,
+    stack: str = "test",
+    subnets: Mapping[str, Mapping[str, Any]] | None = None,
+) -> StackRun:
+    """Run the program for a stack whose config is ``stack_config`` (``orca:key`` -> value).
+
+    ``subnets`` changes what the lookup of an adopted subnet answers, by subnet id.
+    """
     global last_mocks
-    mocks = last_mocks = RecordingMocks()
+    network = stack_config.get("orca:network")
+    vpc_id = network.get("vpcId") if isinstance(network, dict) else None
+    mocks = last_mocks = RecordingMocks(vpc_id=vpc_id, subnets=subnets)
     collector = _Collect()
     logger = logging.getLogger(f"{__name__}.engine")
     logger.handlers[:] = [collector]
@@ -186,7 +229,7 @@ def run_stack(stack_config: dict[str, Any], *, stack: str = "test") -> StackRun:
         key: value if isinstance(value, str) else json.dumps(value)
         for key, value in stack_config.items()
     }
-    pulumi.runtime.set_all_config(config, ["orca:kubeconfig"])
+    pulumi.runtime.set_all_config(config, [k for k in SECRET_KEYS if k in config])
     if str(INFRA) not in sys.path:
         sys.path.insert(0, str(INFRA))
 
@@ -200,7 +243,12 @@ def run_stack(stack_config: dict[str, Any], *, stack: str = "test") -> StackRun:
         return pulumi.Output.all(**exported).apply(outputs.update)
 
     program()
-    return StackRun(resources=mocks.resources, outputs=outputs, warnings=collector.messages)
+    return StackRun(
+        resources=mocks.resources,
+        outputs=outputs,
+        warnings=collector.messages,
+        looked_up_subnets=mocks.looked_up_subnets,
+    )
 
 
 def run_program(stack_config: dict[str, Any], *, stack: str = "test") -> list[RecordedResource]:

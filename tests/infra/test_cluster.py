@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from orca_infra.launch_templates import AMI_PARAMETERS
 
-from orca.settings import LAUNCH_TEMPLATE_KINDS, load_settings
+from orca.settings import LAUNCH_TEMPLATE_KINDS, Settings, load_settings
 from tests.infra.conftest import physics_with
 from tests.infra.harness import SECRET_SIGNATURE, StackRun, run_stack
 
@@ -19,11 +19,28 @@ def _deployment(run: StackRun) -> dict[str, Any]:
     return spec
 
 
-def test_generated_settings_are_accepted_by_the_runtime(
-    example: StackRun, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    data = example.one("kubernetes:core/v1:ConfigMap").inputs["data"]
-    assert data == example.outputs["runtimeSettings"]
+def _settings(run: StackRun) -> dict[str, str]:
+    settings: dict[str, str] = run.outputs["runtimeSettings"]
+    return settings
+
+
+KUBELET_TLS = {
+    "kubeletTlsCert": "-----BEGIN CERTIFICATE-----\nserving\n-----END CERTIFICATE-----\n",
+    "kubeletTlsKey": "-----BEGIN PRIVATE KEY-----\nkey\n-----END PRIVATE KEY-----\n",
+    "kubeletClientCa": "-----BEGIN CERTIFICATE-----\nca\n-----END CERTIFICATE-----\n",
+}
+
+
+@pytest.fixture(scope="module")
+def with_kubelet_tls() -> StackRun:
+    return run_stack(physics_with(**KUBELET_TLS))
+
+
+def _load_generated_settings(
+    run: StackRun, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Settings:
+    data = run.one("kubernetes:core/v1:ConfigMap").inputs["data"]
+    assert data == run.outputs["runtimeSettings"]
     for name in ("tls.crt", "tls.key", "ca.crt"):
         (tmp_path / name).write_text("pem")
     for key, value in data.items():
@@ -31,15 +48,86 @@ def test_generated_settings_are_accepted_by_the_runtime(
         value = value.replace("/etc/orca/kubelet-tls", str(tmp_path))
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("ORCA_NODE_INTERNAL_IP", "10.1.2.3")
+    return load_settings()
 
-    settings = load_settings()
+
+def test_generated_settings_are_accepted_by_the_runtime(
+    example: StackRun, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    settings = _load_generated_settings(example, monkeypatch, tmp_path)
 
     assert settings.node_name == example.outputs["nodeName"]
     assert settings.subnet_ids == example.outputs["subnetIds"]
+    assert settings.security_group_ids == [example.outputs["securityGroupId"]]
     assert settings.launch_templates == example.outputs["launchTemplateIds"]
     assert settings.status_queue_url == example.outputs["statusQueueUrl"]
     assert settings.bundle_bucket == example.outputs["bundleBucket"]
     assert settings.log_group == example.outputs["logGroup"]
+
+
+def test_examples_mount_no_kubelet_secret_that_nothing_creates(example: StackRun) -> None:
+    pod = _deployment(example)["template"]["spec"]
+    assert not any("secret" in v for v in pod["volumes"])
+    assert example.of_type("kubernetes:core/v1:Secret") == []
+    assert not any(k.startswith("ORCA_KUBELET_") and "FILE" in k for k in _settings(example))
+
+
+def test_kubelet_tls_config_creates_the_secret_the_runtime_mounts(
+    with_kubelet_tls: StackRun, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    secret = with_kubelet_tls.one("kubernetes:core/v1:Secret").inputs
+    assert secret["type"] == "kubernetes.io/tls"
+    assert secret["metadata"]["name"] == "orca-physics-kubelet-tls"
+    assert secret["metadata"]["namespace"] == "orca-physics"
+    assert SECRET_SIGNATURE in secret["stringData"], "the key must stay a Pulumi secret"
+    assert with_kubelet_tls.warnings == []
+    assert secret["stringData"]["value"] == {
+        "tls.crt": KUBELET_TLS["kubeletTlsCert"],
+        "tls.key": KUBELET_TLS["kubeletTlsKey"],
+        "ca.crt": KUBELET_TLS["kubeletClientCa"],
+    }
+
+    pod = _deployment(with_kubelet_tls)["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if "secret" in v]
+    assert volume["secret"]["secretName"] == "orca-physics-kubelet-tls"
+    (container,) = pod["containers"]
+    mount = next(m for m in container["volumeMounts"] if m["name"] == volume["name"])
+    settings = _load_generated_settings(with_kubelet_tls, monkeypatch, tmp_path)
+    assert settings.kubelet_tls_cert_file == tmp_path / "tls.crt"
+    assert settings.kubelet_client_ca_file == tmp_path / "ca.crt"
+    assert _settings(with_kubelet_tls)["ORCA_KUBELET_TLS_CERT_FILE"].startswith(mount["mountPath"])
+
+
+def test_kubelet_tls_secret_name_can_be_chosen() -> None:
+    run = run_stack(physics_with(kubeletTlsSecret="kubelet.orca-physics", **KUBELET_TLS))
+    secret = run.one("kubernetes:core/v1:Secret").inputs
+    assert secret["metadata"]["name"] == "kubelet.orca-physics"
+    pod = _deployment(run)["template"]["spec"]
+    assert [v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v] == [
+        "kubelet.orca-physics"
+    ]
+
+
+def test_changed_settings_roll_the_runtime(physics: StackRun) -> None:
+    def checksum(run: StackRun) -> str:
+        annotations = _deployment(run)["template"]["metadata"]["annotations"]
+        value: str = annotations["orca.research/settings-sha256"]
+        return value
+
+    same = run_stack(physics_with())
+    changed = run_stack(physics_with(maxInstances="41"))
+    assert len(checksum(physics)) == 64
+    assert checksum(same) == checksum(physics)
+    assert checksum(changed) != checksum(physics)
+    assert _settings(changed)["ORCA_LIMITS__MAX_PODS"] == "41"
+
+
+def test_up_fails_within_ten_minutes_when_the_runtime_never_becomes_ready(
+    example: StackRun,
+) -> None:
+    deployment = example.one("kubernetes:apps/v1:Deployment").inputs
+    assert deployment["metadata"]["annotations"]["pulumi.com/timeoutSeconds"] == "600"
+    assert deployment["spec"]["progressDeadlineSeconds"] == 600
 
 
 def test_launch_template_kinds_are_those_the_runtime_expects() -> None:
@@ -100,17 +188,35 @@ def test_service_exposes_the_kubelet_api_and_a_pdb_covers_the_runtime(example: S
     assert pdb["selector"]["matchLabels"] == labels == service["selector"]
 
 
-def test_rbac_is_limited_to_what_one_virtual_node_needs(physics: StackRun) -> None:
-    rules = physics.one("kubernetes:rbac.authorization.k8s.io/v1:ClusterRole").inputs["rules"]
-    granted = {
+CLUSTER_ROLE = "kubernetes:rbac.authorization.k8s.io/v1:ClusterRole"
+CLUSTER_ROLE_BINDING = "kubernetes:rbac.authorization.k8s.io/v1:ClusterRoleBinding"
+ROLE_BINDING = "kubernetes:rbac.authorization.k8s.io/v1:RoleBinding"
+
+
+def _granted(rules: list[dict[str, Any]]) -> set[tuple[str, str]]:
+    return {
         (resource, verb)
         for rule in rules
         for resource in rule["resources"]
         for verb in rule["verbs"]
     }
+
+
+def _role(run: StackRun, suffix: str) -> dict[str, Any]:
+    return next(r.inputs for r in run.of_type(CLUSTER_ROLE) if r.name.endswith(suffix))
+
+
+def test_rbac_is_limited_to_what_one_virtual_node_needs(physics: StackRun) -> None:
+    rules = _role(physics, "-runtime")["rules"]
+    granted = _granted(rules)
     assert ("nodes/status", "patch") in granted and ("pods/status", "update") in granted
-    assert ("secrets", "get") in granted and ("secrets", "list") not in granted
-    assert not any(verb == "*" or resource == "*" for resource, verb in granted)
+    assert not any(resource in ("secrets", "configmaps") for resource, _ in granted)
+    assert _granted(_role(physics, "-pod-env")["rules"]) == {
+        ("secrets", "get"),
+        ("configmaps", "get"),
+    }
+    for role in physics.of_type(CLUSTER_ROLE):
+        assert not any(v == "*" or r == "*" for r, v in _granted(role.inputs["rules"]))
     node_changes = [r for r in rules if "patch" in r["verbs"] and r["resources"] == ["nodes"]]
     assert all(r["resourceNames"] == ["orca-physics"] for r in node_changes)
 
@@ -119,8 +225,37 @@ def test_rbac_is_limited_to_what_one_virtual_node_needs(physics: StackRun) -> No
     assert {v for r in lease["rules"] for v in r["verbs"]} == {"get", "create", "update"}
 
 
+def test_without_burst_namespaces_secrets_are_readable_cluster_wide(physics: StackRun) -> None:
+    bound = {
+        b.inputs["roleRef"]["name"]: b.inputs["subjects"]
+        for b in physics.of_type(CLUSTER_ROLE_BINDING)
+    }
+    assert set(bound) == {"orca-physics-runtime", "orca-physics-pod-env"}
+    assert all(
+        b.inputs["metadata"]["namespace"] == "kube-node-lease"
+        for b in physics.of_type(ROLE_BINDING)
+    )
+
+
+def test_burst_namespaces_limit_secret_reads_to_those_namespaces() -> None:
+    run = run_stack(physics_with(burstNamespaces=["physics-lab", "physics-ml"]))
+    cluster_wide = {b.inputs["roleRef"]["name"] for b in run.of_type(CLUSTER_ROLE_BINDING)}
+    assert cluster_wide == {"orca-physics-runtime"}
+    scoped = {
+        b.inputs["metadata"]["namespace"]: b.inputs
+        for b in run.of_type(ROLE_BINDING)
+        if b.inputs["roleRef"]["name"] == "orca-physics-pod-env"
+    }
+    assert set(scoped) == {"physics-lab", "physics-ml"}
+    for binding in scoped.values():
+        assert binding["roleRef"]["kind"] == "ClusterRole"
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "orca-physics", "namespace": "orca-physics"}
+        ]
+
+
 def test_probes_use_the_health_endpoint_with_or_without_the_kubelet_api() -> None:
-    run = run_stack(physics_with(kubeletTlsSecret=None))
+    run = run_stack(physics_with())
     (container,) = _deployment(run)["template"]["spec"]["containers"]
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -38,6 +39,22 @@ def refused(config: dict[str, Any]) -> str:
         ({"logRetentionDays": "10"}, "orca:logRetentionDays", "CloudWatch Logs accepts"),
         ({"kubeconfig": None}, "orca:kubeconfig", "pulumi config set --secret"),
         ({"region": "mars"}, "aws:region", "pattern"),
+        ({"clusterName": "Campus_Cluster"}, "orca:clusterName", "lowercase"),
+        ({"clusterName": "c" * 41}, "orca:clusterName", "1-40"),
+        ({"costCenter": "c" * 257}, "orca:costCenter", "at most 256"),
+        ({"costCenter": "cc<4410>"}, "orca:costCenter", "pattern"),
+        (
+            {"budgetAlertEmails": [f"pi{i}@example.edu" for i in range(11)]},
+            "orca:budgetAlertEmails",
+            "at most 10",
+        ),
+        (
+            {"oidcProviderArn": "arn:aws:iam::1234:oidc-provider/oidc.campus.example.edu"},
+            "orca:oidcProviderArn",
+            "pattern",
+        ),
+        ({"burstNamespaces": ["Physics Lab"]}, "orca:burstNamespaces", "DNS labels"),
+        ({"kubeletTlsSecret": "Kubelet_TLS"}, "orca:kubeletTlsSecret", "DNS subdomain"),
     ],
 )
 def test_bad_value_fails_naming_the_key_and_reason(
@@ -62,6 +79,69 @@ def test_reservation_end_date_without_time_zone_is_refused() -> None:
         "endDate": "2027-06-30T00:00:00",
     }
     assert "time zone" in refused(physics_with(capacityReservations=[reservation]))
+
+
+def _reservation(**changes: Any) -> dict[str, Any]:
+    return {
+        "instanceType": "p5.48xlarge",
+        "availabilityZone": "us-east-1a",
+        "count": 1,
+        "endDate": "2027-06-30T00:00:00Z",
+        **changes,
+    }
+
+
+def test_reservation_that_has_already_ended_is_refused() -> None:
+    past = (datetime.now(UTC) - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    message = refused(physics_with(capacityReservations=[_reservation(endDate=past)]))
+    assert f"orca:capacityReservations[0].endDate: {past} is not in the future" in message
+
+
+def test_reservation_end_date_with_an_offset_is_converted_to_utc() -> None:
+    later = datetime.now(UTC) + timedelta(days=90)
+    local = later.astimezone(timezone(timedelta(hours=2))).replace(microsecond=0)
+    run = run_stack(physics_with(capacityReservations=[_reservation(endDate=local.isoformat())]))
+    reservation = run.one("aws:ec2/capacityReservation:CapacityReservation").inputs
+    assert reservation["endDate"] == local.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert local.hour != local.astimezone(UTC).hour
+
+
+def test_zone_outside_the_region_is_refused() -> None:
+    network = {"cidr": "10.64.0.0/16", "zones": ["us-east-1a", "us-west-2a"]}
+    message = refused(physics_with(network=network, capacityReservations=None))
+    assert "orca:network.zones: us-west-2a not in aws:region us-east-1" in message
+
+
+def test_reservation_zone_outside_the_region_is_refused() -> None:
+    reservation = _reservation(availabilityZone="eu-west-1a")
+    message = refused(physics_with(capacityReservations=[reservation]))
+    assert (
+        "orca:capacityReservations[0].availabilityZone: eu-west-1a is not in aws:region "
+        "us-east-1" in message
+    )
+
+
+def test_oidc_provider_of_another_issuer_is_refused() -> None:
+    arn = "arn:aws:iam::123456789012:oidc-provider/oidc.other.example.edu"
+    message = refused(physics_with(oidcProviderArn=arn))
+    assert "orca:oidcProviderArn: names the provider of oidc.other.example.edu" in message
+
+
+def test_oidc_provider_of_the_issuer_is_accepted() -> None:
+    arn = "arn:aws:iam::123456789012:oidc-provider/oidc.campus.example.edu"
+    run = run_stack(physics_with(oidcProviderArn=arn, capacityReservations=None))
+    assert run.of_type("aws:iam/openIdConnectProvider:OpenIdConnectProvider") == []
+
+
+def test_part_of_the_kubelet_tls_material_is_refused() -> None:
+    message = refused(physics_with(kubeletTlsCert="-----BEGIN CERTIFICATE-----"))
+    assert "orca:kubeletTlsKey, orca:kubeletClientCa" in message
+    assert "BEGIN CERTIFICATE" not in message, "a secret's value must not reach the message"
+
+
+def test_kubelet_tls_secret_name_without_the_material_is_refused() -> None:
+    message = refused(physics_with(kubeletTlsSecret="orca-physics-kubelet-tls"))
+    assert "orca:kubeletTlsSecret: names the Secret the stack creates" in message
 
 
 def test_reservation_of_a_type_no_pod_may_use_is_refused() -> None:

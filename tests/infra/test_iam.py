@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from tests.infra import guards
 from tests.infra.conftest import physics_with
 from tests.infra.harness import SECRET_SIGNATURE, StackRun, run_stack
 
@@ -57,22 +58,92 @@ def test_runtime_launches_only_from_its_templates_into_its_subnets(physics: Stac
     assert instances["Condition"]["StringEquals"] == {
         "aws:RequestTag/orca.research/department": "physics",
         "aws:RequestTag/orca.research/cluster": "campus",
+        "aws:RequestTag/department": "physics",
     }
     assert sorted(instances["Condition"]["ArnEquals"]["ec2:LaunchTemplate"]) == templates
 
 
 def test_runtime_ends_and_tags_only_department_instances(physics: StackRun) -> None:
     policy = _policy(physics, "aws:iam/rolePolicy:RolePolicy", "runtime")
-    statement = _statement(policy, "EndAndTagOnlyDepartmentInstances")
-    assert statement["Resource"].endswith(":instance/*")
-    assert (
-        statement["Condition"]["StringEquals"]["ec2:ResourceTag/orca.research/department"]
-        == "physics"
-    )
+    owned = {
+        "ec2:ResourceTag/orca.research/department": "physics",
+        "ec2:ResourceTag/orca.research/cluster": "campus",
+    }
+    for sid in ("EndOnlyDepartmentInstances", "TagOnlyDepartmentInstancesKeepingOwnership"):
+        statement = _statement(policy, sid)
+        assert statement["Resource"].endswith(":instance/*")
+        assert statement["Condition"]["StringEquals"] == owned
     for s in policy["Statement"]:
         actions = s["Action"] if isinstance(s["Action"], list) else [s["Action"]]
         if "ec2:TerminateInstances" in actions:
             assert "ec2:ResourceTag/orca.research/department" in s["Condition"]["StringEquals"]
+
+
+def test_ownership_and_cost_tags_cannot_be_changed_after_launch(physics: StackRun) -> None:
+    policy = _policy(physics, "aws:iam/rolePolicy:RolePolicy", "runtime")
+    later = _statement(policy, "TagOnlyDepartmentInstancesKeepingOwnership")
+    assert set(later["Condition"]["ForAllValues:StringNotEquals"]["aws:TagKeys"]) >= {
+        "orca.research/department",
+        "orca.research/cluster",
+        "department",
+        "cost-center",
+    }
+    on_launch = _statement(policy, "TagOnLaunch")
+    assert on_launch["Condition"] == {"StringEquals": {"ec2:CreateAction": "RunInstances"}}
+    assert guards.ownership_retags(policy) == []
+
+
+@pytest.mark.parametrize(
+    ("sid", "condition"),
+    [
+        ("TagOnLaunch", "StringEquals"),
+        ("TagOnlyDepartmentInstancesKeepingOwnership", "ForAllValues:StringNotEquals"),
+    ],
+)
+def test_a_tagging_grant_without_its_condition_is_caught(
+    physics: StackRun, sid: str, condition: str
+) -> None:
+    policy = _policy(physics, "aws:iam/rolePolicy:RolePolicy", "runtime")
+    del _statement(policy, sid)["Condition"][condition]
+    assert guards.ownership_retags(policy) == [
+        f"statement {sid} lets CreateTags rewrite ownership tags"
+    ]
+
+
+def test_every_launch_carries_the_department_cost_tag(physics: StackRun) -> None:
+    policy = _policy(physics, "aws:iam/rolePolicy:RolePolicy", "runtime")
+    assert guards.untagged_launches(policy, "physics") == []
+    for sid in (
+        "CreateDepartmentInstancesFromTheStackTemplates",
+        "CreateDepartmentVolumes",
+        "CreateDepartmentInterfacesWithoutPublicIps",
+    ):
+        assert (
+            _statement(policy, sid)["Condition"]["StringEquals"]["aws:RequestTag/department"]
+            == "physics"
+        )
+
+    del _statement(policy, "CreateDepartmentVolumes")["Condition"]["StringEquals"][
+        "aws:RequestTag/department"
+    ]
+    assert guards.untagged_launches(policy, "physics") == [
+        "statement CreateDepartmentVolumes creates a volume without the department cost tag"
+    ]
+
+
+def test_instances_launch_only_as_allowed_types(physics: StackRun) -> None:
+    policy = _policy(physics, "aws:iam/rolePolicy:RolePolicy", "runtime")
+    instances = _statement(policy, "CreateDepartmentInstancesFromTheStackTemplates")
+    assert instances["Condition"]["StringLike"] == {
+        "ec2:InstanceType": ["p5.*", "g6e.*", "c7i.4xlarge"]
+    }
+
+
+def test_any_type_allowed_means_no_instance_type_condition() -> None:
+    run = run_stack(physics_with(allowedInstanceTypes=["*"], capacityReservations=None))
+    policy = _policy(run, "aws:iam/rolePolicy:RolePolicy", "runtime")
+    instances = _statement(policy, "CreateDepartmentInstancesFromTheStackTemplates")
+    assert "StringLike" not in instances["Condition"]
 
 
 def test_runtime_passes_only_the_instance_role_and_describe_is_its_only_wildcard(
