@@ -18,6 +18,7 @@ import runpy
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -193,10 +194,37 @@ class _Collect(logging.Handler):
         self.messages.append(record.getMessage())
 
 
+# The day the example stacks' reservation end dates were written. The program refuses an end
+# date in the past and the cost policies compare end dates with today, so tests read each
+# example end date moved on by the days since: as far ahead of today as it was when written.
+EXAMPLE_DATES_WRITTEN = date(2026, 12, 4)
+
+
+def end_date_in(days: float) -> str:
+    """A reservation end date ``days`` from now, as the stack files spell it (UTC, ``Z``)."""
+    return (datetime.now(UTC) + timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _moved_on(end_date: str) -> str:
+    days = max(0, (datetime.now(UTC).date() - EXAMPLE_DATES_WRITTEN).days)
+    written = datetime.fromisoformat(end_date.replace("Z", "+00:00"))
+    return (written + timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def stack_file_config(stack: str) -> dict[str, Any]:
-    """The ``config:`` of a committed ``Pulumi.<stack>.yaml``, plus the secret kubeconfig."""
+    """The ``config:`` of a committed ``Pulumi.<stack>.yaml``, plus the secret kubeconfig.
+
+    Reservation end dates are moved on by the days since :data:`EXAMPLE_DATES_WRITTEN`.
+    """
     document = yaml.safe_load((INFRA / f"Pulumi.{stack}.yaml").read_text())
-    return {**document["config"], "orca:kubeconfig": KUBECONFIG}
+    config = {**document["config"], "orca:kubeconfig": KUBECONFIG}
+    reservations = config.get("orca:capacityReservations")
+    if isinstance(reservations, list):
+        config["orca:capacityReservations"] = [
+            {**r, "endDate": _moved_on(r["endDate"])} if "endDate" in r else r
+            for r in reservations
+        ]
+    return config
 
 
 # The mocks of the latest run, so a test can see what a failed run registered (nothing).

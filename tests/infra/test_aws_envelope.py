@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tests.infra.conftest import physics_with
-from tests.infra.harness import AMIS, StackRun, run_stack
+from tests.infra.harness import AMIS, StackRun, run_stack, stack_file_config
 
 DEPARTMENT_TAGS = {"department", "orca.research/department", "orca.research/cluster"}
 
@@ -169,7 +169,8 @@ def test_reservations_are_targeted_limited_and_pooled(physics: StackRun) -> None
     reservation = physics.one("aws:ec2/capacityReservation:CapacityReservation").inputs
     assert reservation["instanceMatchCriteria"] == "targeted"
     assert reservation["endDateType"] == "limited"
-    assert reservation["endDate"] == "2027-06-30T00:00:00Z"
+    written = stack_file_config("physics")["orca:capacityReservations"][0]["endDate"]
+    assert reservation["endDate"] == written
     assert reservation["tenancy"] == "default" and reservation["instanceCount"] == 2
     group = physics.one("aws:resourcegroups/group:Group")
     assert {"type": "AWS::EC2::CapacityReservationPool"} in group.inputs["configurations"]

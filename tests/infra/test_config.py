@@ -11,7 +11,7 @@ from orca_infra.config import StackConfig
 
 from tests.infra import harness
 from tests.infra.conftest import physics_with
-from tests.infra.harness import INFRA, run_stack
+from tests.infra.harness import INFRA, end_date_in, run_stack
 
 
 def refused(config: dict[str, Any]) -> str:
@@ -76,7 +76,7 @@ def test_reservation_end_date_without_time_zone_is_refused() -> None:
         "instanceType": "p5.48xlarge",
         "availabilityZone": "us-east-1a",
         "count": 1,
-        "endDate": "2027-06-30T00:00:00",
+        "endDate": end_date_in(200).removesuffix("Z"),
     }
     assert "time zone" in refused(physics_with(capacityReservations=[reservation]))
 
@@ -86,7 +86,7 @@ def _reservation(**changes: Any) -> dict[str, Any]:
         "instanceType": "p5.48xlarge",
         "availabilityZone": "us-east-1a",
         "count": 1,
-        "endDate": "2027-06-30T00:00:00Z",
+        "endDate": end_date_in(200),
         **changes,
     }
 
@@ -149,7 +149,7 @@ def test_reservation_of_a_type_no_pod_may_use_is_refused() -> None:
         "instanceType": "m7i.large",
         "availabilityZone": "us-east-1a",
         "count": 1,
-        "endDate": "2027-06-30T00:00:00Z",
+        "endDate": end_date_in(200),
     }
     message = refused(physics_with(capacityReservations=[reservation]))
     assert "orca:capacityReservations[0].instanceType: m7i.large is not in" in message
@@ -160,7 +160,7 @@ def test_reservation_in_a_zone_without_subnet_is_refused() -> None:
         "instanceType": "p5.48xlarge",
         "availabilityZone": "us-east-1f",
         "count": 1,
-        "endDate": "2027-06-30T00:00:00Z",
+        "endDate": end_date_in(200),
     }
     assert "has no subnet" in refused(physics_with(capacityReservations=[reservation]))
 

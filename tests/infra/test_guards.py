@@ -10,7 +10,7 @@ import pytest
 
 from tests.infra import guards, harness
 from tests.infra.conftest import physics_with
-from tests.infra.harness import RecordedResource, StackRun, run_stack
+from tests.infra.harness import RecordedResource, StackRun, end_date_in, run_stack
 
 ADOPTED = {"vpcId": "vpc-0123456789abcdef0", "subnetIds": ["subnet-0123456789abcdef0"]}
 
@@ -78,7 +78,7 @@ def test_reservation_in_a_zone_without_an_adopted_subnet_is_refused() -> None:
         "instanceType": "p5.48xlarge",
         "availabilityZone": "us-east-1b",
         "count": 1,
-        "endDate": "2027-06-30T00:00:00Z",
+        "endDate": end_date_in(200),
     }
     with pytest.raises(Exception, match=r"capacityReservations\[0\].availabilityZone"):
         run_stack(physics_with(network=ADOPTED, capacityReservations=[reservation]))
