@@ -44,7 +44,14 @@ if isinstance(config.network, AdoptedNetwork):
     )
 
 network = Network(
-    prefix, NetworkArgs(network=config.network, region=config.region, tags=tags), in_aws
+    prefix,
+    NetworkArgs(
+        network=config.network,
+        region=config.region,
+        tags=tags,
+        reservations=config.capacity_reservations,
+    ),
+    in_aws,
 )
 
 storage = Storage(

@@ -30,7 +30,13 @@ from pydantic import (
 )
 
 from orca import tags
-from orca_infra.config_types import AdoptedNetwork, CreatedNetwork, FrozenModel, Reservation
+from orca_infra.config_types import (
+    AdoptedNetwork,
+    CreatedNetwork,
+    FrozenModel,
+    Reservation,
+    SharedNetwork,
+)
 
 __all__ = [
     "PROJECT",
@@ -38,6 +44,7 @@ __all__ = [
     "ConfigError",
     "CreatedNetwork",
     "Reservation",
+    "SharedNetwork",
     "StackConfig",
     "load_config",
 ]
@@ -96,6 +103,12 @@ class ConfigError(Exception):
     """The stack configuration cannot build an envelope; the message names every bad key."""
 
 
+def _network_kind(value: Any) -> str:
+    if _get(value, "stack") is not None:
+        return "share"
+    return "adopt" if _get(value, "vpcId", "vpc_id") else "create"
+
+
 class StackConfig(FrozenModel):
     """Everything one department's stack is built from."""
 
@@ -121,8 +134,10 @@ class StackConfig(FrozenModel):
     max_instances: int = Field(default=100, alias="maxInstances", ge=1, le=10_000)
     max_gpus: int = Field(default=64, alias="maxGpus", ge=0)
     network: Annotated[
-        Annotated[CreatedNetwork, Tag("create")] | Annotated[AdoptedNetwork, Tag("adopt")],
-        Discriminator(lambda v: "adopt" if _get(v, "vpcId", "vpc_id") else "create"),
+        Annotated[CreatedNetwork, Tag("create")]
+        | Annotated[AdoptedNetwork, Tag("adopt")]
+        | Annotated[SharedNetwork, Tag("share")],
+        Discriminator(_network_kind),
     ]
     capacity_reservations: list[Reservation] = Field(
         default_factory=list, alias="capacityReservations"
@@ -266,6 +281,18 @@ class StackConfig(FrozenModel):
         return self
 
     @model_validator(mode="after")
+    def _shares_another_stacks_network(self) -> StackConfig:
+        if isinstance(self.network, SharedNetwork):
+            *qualifier, stack = self.network.stack.split("/")
+            if stack == self.stack and qualifier[-1:] in ([], [PROJECT]):
+                raise ValueError(
+                    f"{PROJECT}:network.stack: names this stack ({self.stack}); name the "
+                    "department stack that creates the network, or give this stack a cidr "
+                    "and zones"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _zones_are_in_the_region(self) -> StackConfig:
         zones = getattr(self.network, "zones", None) or []
         foreign = [z for z in zones if z[:-1] != self.region]
@@ -383,7 +410,7 @@ def load_config() -> StackConfig:
 def _describe(error: Any) -> str:
     location = [str(part) for part in error["loc"]]
     # A union (network) reports each alternative's model name; they say nothing to a person.
-    location = [part for part in location if part not in ("create", "adopt")]
+    location = [part for part in location if part not in ("create", "adopt", "share")]
     message = str(error["msg"]).removeprefix("Value error, ")
     if not location:
         return f"  {message}"

@@ -1,5 +1,8 @@
 """The structured parts of the stack's configuration: the network and the reservations.
 
+The network is created, adopted (an existing VPC's subnets) or shared (another ORCA stack's,
+through a StackReference).
+
 :mod:`orca_infra.config` validates the whole configuration with these models inside its
 ``StackConfig``; the components take them as they are (``Network``, ``Capacity``).
 """
@@ -63,6 +66,24 @@ class AdoptedNetwork(FrozenModel):
         if bad:
             raise ValueError(f"not subnet ids: {', '.join(bad)}")
         return value
+
+    @field_validator("on_prem_cidr")
+    @classmethod
+    def _on_prem_is_a_cidr(cls, value: str | None) -> str | None:
+        return None if value is None else str(ipaddress.ip_network(value))
+
+
+class SharedNetwork(FrozenModel):
+    """Another ORCA stack's network, read through a StackReference to that stack's outputs.
+
+    Departments of one institution can share a VPC and its single NAT gateway: one stack
+    creates (or adopts) the network, the others name that stack here and create only their own
+    security group in it. ``stack`` is the fully qualified name Pulumi prints for the stack
+    (``<organization>/orca/<stack>``), or just ``<stack>`` within the same organization.
+    """
+
+    stack: str = Field(pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+){0,2}$")
+    on_prem_cidr: str | None = Field(default=None, alias="onPremCidr")
 
     @field_validator("on_prem_cidr")
     @classmethod

@@ -12,6 +12,10 @@ looked up first (:func:`check_adopted_subnets`) and the stack is refused, before
 created, if one maps public IPs on launch, lies outside the VPC, or leaves a reservation's
 zone without a subnet. The runtime asks for no public address at launch either; the subnet
 check keeps the envelope sound whatever launches into it.
+
+A shared network (``stack``) is another department's ORCA stack, read through a
+StackReference to its ``vpcId`` and ``subnetIds`` outputs: departments then share one VPC
+and one NAT gateway. Its subnets get the same check, during the preview.
 """
 
 from __future__ import annotations
@@ -19,11 +23,19 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
 
-from orca_infra.config import PROJECT, AdoptedNetwork, ConfigError, CreatedNetwork, Reservation
+from orca_infra.config import (
+    PROJECT,
+    AdoptedNetwork,
+    ConfigError,
+    CreatedNetwork,
+    Reservation,
+    SharedNetwork,
+)
 
 # Services the runtime and the agent call; with endpoints they resolve to private addresses.
 INTERFACE_ENDPOINT_SERVICES = ("ec2", "sqs", "logs", "ecr.api", "ecr.dkr", "sts")
@@ -39,29 +51,14 @@ def check_adopted_subnets(
     The lookups are synchronous invokes, so a refusal stops ``pulumi preview`` and
     ``pulumi up`` before any resource is declared.
     """
-    problems = []
-    zones = set()
-    for subnet_id in network.subnet_ids:
-        subnet = aws.ec2.get_subnet(id=subnet_id, opts=opts)
-        zones.add(subnet.availability_zone)
-        if subnet.map_public_ip_on_launch:
-            problems.append(
-                f"  {PROJECT}:network.subnetIds: {subnet_id} maps public IPs on launch "
-                "(MapPublicIpOnLaunch); burst instances belong in private subnets, so name "
-                "private subnets or turn the attribute off"
-            )
-        if subnet.vpc_id != network.vpc_id:
-            problems.append(
-                f"  {PROJECT}:network.subnetIds: {subnet_id} is in {subnet.vpc_id}, not in "
-                f"{PROJECT}:network.vpcId {network.vpc_id}"
-            )
-    for i, reservation in enumerate(reservations):
-        if reservation.availability_zone not in zones:
-            problems.append(
-                f"  {PROJECT}:capacityReservations[{i}].availabilityZone: "
-                f"{reservation.availability_zone} has no subnet of this stack "
-                f"({PROJECT}:network.subnetIds are in {', '.join(sorted(zones))})"
-            )
+    subnets = [aws.ec2.get_subnet(id=subnet_id, opts=opts) for subnet_id in network.subnet_ids]
+    problems = subnet_problems(
+        network.vpc_id,
+        subnets,
+        reservations,
+        subnets_key=f"{PROJECT}:network.subnetIds",
+        vpc_key=f"{PROJECT}:network.vpcId",
+    )
     if problems:
         raise ConfigError(
             "the adopted network cannot hold burst instances; fix these keys with "
@@ -69,11 +66,46 @@ def check_adopted_subnets(
         )
 
 
+def subnet_problems(
+    vpc_id: str,
+    subnets: Sequence[aws.ec2.GetSubnetResult],
+    reservations: Sequence[Reservation],
+    *,
+    subnets_key: str,
+    vpc_key: str,
+) -> list[str]:
+    """What makes these subnets of ``vpc_id`` unfit for burst instances, one line each."""
+    problems = []
+    zones = set()
+    for subnet in subnets:
+        zones.add(subnet.availability_zone)
+        if subnet.map_public_ip_on_launch:
+            problems.append(
+                f"  {subnets_key}: {subnet.id} maps public IPs on launch "
+                "(MapPublicIpOnLaunch); burst instances belong in private subnets, so name "
+                "private subnets or turn the attribute off"
+            )
+        if subnet.vpc_id != vpc_id:
+            problems.append(
+                f"  {subnets_key}: {subnet.id} is in {subnet.vpc_id}, not in {vpc_key} {vpc_id}"
+            )
+    for i, reservation in enumerate(reservations):
+        if reservation.availability_zone not in zones:
+            problems.append(
+                f"  {PROJECT}:capacityReservations[{i}].availabilityZone: "
+                f"{reservation.availability_zone} has no subnet of this stack "
+                f"({subnets_key} are in {', '.join(sorted(zones))})"
+            )
+    return problems
+
+
 @dataclass(frozen=True)
 class NetworkArgs:
-    network: CreatedNetwork | AdoptedNetwork
+    network: CreatedNetwork | AdoptedNetwork | SharedNetwork
     region: str
     tags: dict[str, str]
+    # Each reservation's zone needs a subnet; checked here for a shared network.
+    reservations: Sequence[Reservation] = ()
 
 
 class Network(pulumi.ComponentResource):
@@ -103,6 +135,8 @@ class Network(pulumi.ComponentResource):
             )
             self.vpc_id = vpc.id
             self.subnet_ids = self._create_subnets(vpc, args.network, child)
+        elif isinstance(args.network, SharedNetwork):
+            self.vpc_id, self.subnet_ids = self._shared(args.network, child)
         else:
             self.vpc_id = pulumi.Output.from_input(args.network.vpc_id)
             self.subnet_ids = pulumi.Output.from_input(list(args.network.subnet_ids))
@@ -115,6 +149,48 @@ class Network(pulumi.ComponentResource):
                 "securityGroupId": self.security_group_id,
             }
         )
+
+    def _shared(
+        self, network: SharedNetwork, child: pulumi.ResourceOptions
+    ) -> tuple[pulumi.Output[str], pulumi.Output[list[str]]]:
+        """The VPC and subnets another department's stack exports, checked like adopted ones.
+
+        The referenced stack's outputs are known at preview, so the lookups and the check run
+        in the preview that ``pulumi up`` starts with. The VPC id and the subnet ids are
+        handed on only once the check has passed, so nothing in the shared VPC (this stack's
+        security group, the runtime's settings) is declared from subnets that failed it.
+        """
+        reference = pulumi.StackReference(network.stack, opts=child)
+        vpc_id = reference.require_output("vpcId")
+        subnet_ids = reference.require_output("subnetIds")
+        invoke = pulumi.InvokeOutputOptions(parent=self)
+        looked_up = subnet_ids.apply(
+            lambda ids: pulumi.Output.all(
+                *[aws.ec2.get_subnet_output(id=subnet_id, opts=invoke) for subnet_id in ids]
+            )
+        )
+        subnets_key = f"the subnetIds of {PROJECT}:network.stack {network.stack}"
+        vpc_key = f"the vpcId of {PROJECT}:network.stack {network.stack}"
+
+        def checked(resolved: list[Any]) -> tuple[str, list[str]]:
+            shared_vpc, subnets = resolved
+            problems = subnet_problems(
+                shared_vpc,
+                subnets,
+                self._args.reservations,
+                subnets_key=subnets_key,
+                vpc_key=vpc_key,
+            )
+            if problems:
+                raise ConfigError(
+                    "the shared network cannot hold this department's burst instances; fix "
+                    "these keys with `pulumi config set` or fix the network's stack:\n"
+                    + "\n".join(problems)
+                )
+            return shared_vpc, [subnet.id for subnet in subnets]
+
+        both = pulumi.Output.all(vpc_id, looked_up).apply(checked)
+        return both.apply(lambda b: b[0]), both.apply(lambda b: b[1])
 
     def _tags(self, name: str) -> dict[str, str]:
         return {**self._args.tags, "Name": name}

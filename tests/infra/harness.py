@@ -102,15 +102,21 @@ class RecordingMocks(pulumi.runtime.Mocks):
     """Answers registrations with plausible AWS outputs and records every one.
 
     Subnet lookups (an adopted network) answer a private subnet of ``vpc_id`` in the first
-    zone of the region, changed per subnet id by ``subnets``.
+    zone of the region, changed per subnet id by ``subnets``. A StackReference reads the
+    outputs ``stack_outputs`` holds for the stack it names.
     """
 
     def __init__(
-        self, *, vpc_id: str | None = None, subnets: Mapping[str, Mapping[str, Any]] | None = None
+        self,
+        *,
+        vpc_id: str | None = None,
+        subnets: Mapping[str, Mapping[str, Any]] | None = None,
+        stack_outputs: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         self.resources: list[RecordedResource] = []
         self.vpc_id = vpc_id
         self.subnets = dict(subnets or {})
+        self.stack_outputs = dict(stack_outputs or {})
         self.looked_up_subnets: dict[str, dict[str, Any]] = {}
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict]:
@@ -135,6 +141,11 @@ class RecordingMocks(pulumi.runtime.Mocks):
             state["latestVersion"] = 1
         if args.typ == "aws:iam/accessKey:AccessKey":
             state["secret"] = "mock-secret-access-key"
+        if args.typ == "pulumi:pulumi:StackReference":
+            # Read, not created: its id is the referenced stack's name.
+            id_ = args.inputs["name"]
+            state["outputs"] = dict(self.stack_outputs.get(id_, {}))
+            state["secretOutputNames"] = []
         self.resources.append(
             RecordedResource(args.typ, args.name, dict(args.inputs), bool(args.custom), id_, state)
         )
@@ -221,8 +232,7 @@ def stack_file_config(stack: str) -> dict[str, Any]:
     reservations = config.get("orca:capacityReservations")
     if isinstance(reservations, list):
         config["orca:capacityReservations"] = [
-            {**r, "endDate": _moved_on(r["endDate"])} if "endDate" in r else r
-            for r in reservations
+            {**r, "endDate": _moved_on(r["endDate"])} if "endDate" in r else r for r in reservations
         ]
     return config
 
@@ -236,15 +246,19 @@ def run_stack(
     *,
     stack: str = "test",
     subnets: Mapping[str, Mapping[str, Any]] | None = None,
+    stack_outputs: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> StackRun:
     """Run the program for a stack whose config is ``stack_config`` (``orca:key`` -> value).
 
-    ``subnets`` changes what the lookup of an adopted subnet answers, by subnet id.
+    ``subnets`` changes what the lookup of an adopted subnet answers, by subnet id;
+    ``stack_outputs`` are the outputs of the stacks a StackReference may name, by name.
     """
     global last_mocks
     network = stack_config.get("orca:network")
-    vpc_id = network.get("vpcId") if isinstance(network, dict) else None
-    mocks = last_mocks = RecordingMocks(vpc_id=vpc_id, subnets=subnets)
+    network = network if isinstance(network, dict) else {}
+    shared = (stack_outputs or {}).get(network.get("stack", ""), {})
+    vpc_id = network.get("vpcId") or shared.get("vpcId")
+    mocks = last_mocks = RecordingMocks(vpc_id=vpc_id, subnets=subnets, stack_outputs=stack_outputs)
     collector = _Collect()
     logger = logging.getLogger(f"{__name__}.engine")
     logger.handlers[:] = [collector]
