@@ -21,7 +21,15 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, FilePath, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    FilePath,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -39,6 +47,12 @@ _SUBNET = re.compile(r"^subnet-[0-9a-f]{8,17}$")
 _SECURITY_GROUP = re.compile(r"^sg-[0-9a-f]{8,17}$")
 _LAUNCH_TEMPLATE = re.compile(r"^lt-[0-9a-f]{8,17}$")
 LAUNCH_TEMPLATE_KINDS = ("x86_64-gpu", "x86_64", "arm64")
+# A Resource Groups group ARN, arn:<partition>:resource-groups:<region>:<account>:group/<name>;
+# a group name is 1-300 letters, digits, '.', '_' or '-'.
+_RESOURCE_GROUP_ARN = re.compile(
+    r"^arn:aws(-[a-z]+)*:resource-groups:(?P<region>[a-z]{2}(-[a-z]+)+-\d):\d{12}:"
+    r"group/[A-Za-z0-9._-]{1,300}$"
+)
 
 
 class NodeLimits(BaseModel):
@@ -83,6 +97,11 @@ class Settings(BaseSettings):
     log_group: str = Field(min_length=1)
     # Where instances fetch the agent when their AMI lacks it: an s3:// tarball of wheels.
     agent_package_url: str | None = Field(default=None, pattern=r"^s3://[^/]+/.+")
+
+    # The department's capacity reservation group (a resource group of type
+    # AWS::EC2::CapacityReservationPool), which pods target with capacity-reservation: group;
+    # the Pulumi program sets it when the stack has reservations.
+    capacity_reservation_group_arn: str | None = None
 
     allowed_instance_types: list[str] = Field(default_factory=lambda: ["*"], min_length=1)
     workload_templates: dict[str, WorkloadTemplate] = Field(default_factory=dict)
@@ -158,6 +177,25 @@ class Settings(BaseSettings):
         bad = [v for v in value.values() if not _LAUNCH_TEMPLATE.match(v)]
         if bad:
             raise ValueError(f"not launch template ids: {', '.join(bad)} (expected lt-0123...)")
+        return value
+
+    @field_validator("capacity_reservation_group_arn")
+    @classmethod
+    def _group_arn_is_a_resource_group_in_the_region(
+        cls, value: str | None, info: ValidationInfo
+    ) -> str | None:
+        if value is None:
+            return None
+        match = _RESOURCE_GROUP_ARN.match(value)
+        if not match:
+            raise ValueError(
+                "not an AWS Resource Groups group ARN (expected "
+                "arn:aws:resource-groups:<region>:<account>:group/<name>)"
+            )
+        # Reservations and their groups are regional; a launch can only target the region's.
+        region = info.data.get("region")
+        if region and match["region"] != region:
+            raise ValueError(f"the group is in {match['region']}, not in the runtime's {region}")
         return value
 
     @model_validator(mode="after")

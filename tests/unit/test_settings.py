@@ -81,3 +81,41 @@ def test_unknown_launch_template_kind_is_refused(environment: pytest.MonkeyPatch
 
     with pytest.raises(SettingsError, match="unknown kind"):
         load_settings()
+
+
+def test_reservation_group_arn_is_optional_and_read_when_set(
+    environment: pytest.MonkeyPatch,
+) -> None:
+    assert load_settings().capacity_reservation_group_arn is None
+    arn = "arn:aws:resource-groups:us-east-1:123456789012:group/orca-physics-pool"
+    environment.setenv("ORCA_CAPACITY_RESERVATION_GROUP_ARN", arn)
+
+    assert load_settings().capacity_reservation_group_arn == arn
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("orca-physics-pool", "not an AWS Resource Groups group ARN"),
+        (
+            "arn:aws:ec2:us-east-1:123456789012:capacity-reservation/cr-0123456789abcdef0",
+            "not an AWS Resource Groups group ARN",
+        ),
+        ("arn:aws:resource-groups:us-east-1:1234:group/pool", "not an AWS Resource Groups"),
+        (
+            "arn:aws:resource-groups:eu-west-1:123456789012:group/pool",
+            "the group is in eu-west-1, not in the runtime's us-east-1",
+        ),
+    ],
+)
+def test_bad_reservation_group_arn_stops_the_runtime_naming_the_key(
+    environment: pytest.MonkeyPatch, value: str, reason: str
+) -> None:
+    environment.setenv("ORCA_CAPACITY_RESERVATION_GROUP_ARN", value)
+
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+
+    message = str(caught.value)
+    assert f"ORCA_CAPACITY_RESERVATION_GROUP_ARN: Value error, {reason}" in message
+    assert repr(value) in message
