@@ -32,6 +32,7 @@ def runtime_settings(
     status_queue_url: str,
     bundle_bucket: str,
     log_group: str,
+    reservation_group_arn: str | None = None,
 ) -> dict[str, str]:
     """The ``ORCA_*`` environment of the runtime for this stack."""
     settings = {
@@ -54,6 +55,9 @@ def runtime_settings(
     }
     if config.cost_center:
         settings["ORCA_COST_CENTER"] = config.cost_center
+    if reservation_group_arn:
+        # Pods ask for it with capacity-reservation: group; without reservations there is none.
+        settings["ORCA_CAPACITY_RESERVATION_GROUP_ARN"] = reservation_group_arn
     if config.kubelet_tls:
         settings.update(
             {

@@ -137,6 +137,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
         if args.typ == "aws:cloudwatch/logGroup:LogGroup":
             state["arn"] = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{state['name']}"
             id_ = state["name"]
+        if args.typ == "aws:resourcegroups/group:Group":
+            state["arn"] = f"arn:aws:resource-groups:{REGION}:{ACCOUNT}:group/{state['name']}"
         if args.typ == "aws:ec2/launchTemplate:LaunchTemplate":
             state["latestVersion"] = 1
         if args.typ == "aws:iam/accessKey:AccessKey":

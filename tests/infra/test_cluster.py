@@ -65,6 +65,22 @@ def test_generated_settings_are_accepted_by_the_runtime(
     assert settings.log_group == example.outputs["logGroup"]
 
 
+def test_the_runtime_is_handed_the_reservation_group_only_when_the_stack_has_one(
+    physics: StackRun, biology: StackRun, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    group = physics.one("aws:resourcegroups/group:Group").outputs["arn"]
+
+    with_group = _load_generated_settings(physics, monkeypatch, tmp_path)
+    assert with_group.capacity_reservation_group_arn == group
+    assert _settings(physics)["ORCA_CAPACITY_RESERVATION_GROUP_ARN"] == group
+    assert group.startswith("arn:aws:resource-groups:us-east-1:")
+
+    monkeypatch.delenv("ORCA_CAPACITY_RESERVATION_GROUP_ARN")
+    without = _load_generated_settings(biology, monkeypatch, tmp_path)
+    assert without.capacity_reservation_group_arn is None
+    assert "ORCA_CAPACITY_RESERVATION_GROUP_ARN" not in _settings(biology)
+
+
 def test_examples_mount_no_kubelet_secret_that_nothing_creates(example: StackRun) -> None:
     pod = _deployment(example)["template"]["spec"]
     assert not any("secret" in v for v in pod["volumes"])
