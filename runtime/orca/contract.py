@@ -10,6 +10,7 @@ Nothing here talks to AWS or Kubernetes.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -19,7 +20,7 @@ from typing import Any
 import durationpy
 
 from orca import tags
-from orca.aws.model import Market
+from orca.aws.model import OPEN_RESERVATIONS, Market, ReservationChoice
 from orca.catalog import Catalog, InstanceType
 from orca.resources import InvalidResourceQuantity, effective_requests, fits
 from orca.settings import Settings
@@ -58,6 +59,13 @@ BOOKKEEPING_ANNOTATIONS = (
 LAUNCH_TYPES = ("on-demand", "spot")
 # gp3 volumes hold 1 GiB to 16 TiB; the AMIs need 30 GiB for their own root.
 ROOT_VOLUME_RANGE = (30, 16384)
+# Capacity reservation ids are cr- and 17 hex digits; reservations made before 2018 have 8.
+RESERVATION_ID = re.compile(r"^cr-([0-9a-f]{17}|[0-9a-f]{8})$")
+RESERVATION_CHOICES = (
+    "open (the default: matching open reservations are used), none (never use a "
+    "reservation), group (only the department's reservation group) or a reservation id "
+    "(cr- and 17 hex digits)"
+)
 
 
 @dataclass(frozen=True)
@@ -93,6 +101,7 @@ class LaunchSpec:
     root_volume_gib: int | None
     workload_template: str | None
     launch_template_kind: str
+    reservation: ReservationChoice = OPEN_RESERVATIONS
 
 
 def _listing(items: Sequence[str], limit: int = 12) -> str:
@@ -135,6 +144,7 @@ class _Resolver:
         zone = self._availability_zone()
         lifetime, lifetime_source = self._lifetime()
         root_volume = self._root_volume()
+        reservation = self._reservation(market)
         self._unsupported_yet()
         kind = self._launch_template_kind(instance_type)
         if self.rejections:
@@ -150,6 +160,7 @@ class _Resolver:
             root_volume_gib=root_volume,
             workload_template=template_name,
             launch_template_kind=kind,
+            reservation=reservation,
         )
 
     def _unknown_annotations(self) -> None:
@@ -336,14 +347,51 @@ class _Resolver:
             return None
         return size
 
-    def _unsupported_yet(self) -> None:
-        reservation = self.annotations.get(CAPACITY_RESERVATION)
-        if reservation not in (None, "open"):
+    def _reservation(self, market: Market) -> ReservationChoice:
+        value = self.annotations.get(CAPACITY_RESERVATION)
+        if value is None or value == "open":
+            return OPEN_RESERVATIONS
+        if value == "none":
+            return ReservationChoice("none")
+        if value != "group" and not RESERVATION_ID.match(value):
+            self.reject(
+                CAPACITY_RESERVATION, "not a capacity reservation choice", RESERVATION_CHOICES
+            )
+            return OPEN_RESERVATIONS
+
+        # Targets: the group or one reservation. Both exist for on-demand launches only.
+        ok = True
+        if market != "on-demand":
             self.reject(
                 CAPACITY_RESERVATION,
-                "targeting capacity reservations is not supported by this ORCA runtime yet",
-                "open (the default: matching open reservations are used)",
+                f"On-Demand Capacity Reservations serve only on-demand launches, never {market}",
+                f"open or none with {LAUNCH_TYPE} {market}; or {LAUNCH_TYPE} on-demand to use "
+                "a reservation",
             )
+            ok = False
+        if value == "group":
+            group_arn = self.settings.capacity_reservation_group_arn
+            if group_arn is None:
+                self.reject(
+                    CAPACITY_RESERVATION,
+                    f"the {self.settings.department} department's stack configures no capacity "
+                    "reservations, so it has no reservation group",
+                    "open or none (the department's computing staff can add reservations "
+                    "to its stack)",
+                )
+                return OPEN_RESERVATIONS
+            return ReservationChoice.group(group_arn) if ok else OPEN_RESERVATIONS
+        if AVAILABILITY_ZONE not in self.annotations:
+            self.reject(
+                CAPACITY_RESERVATION,
+                "capacity reservations are zonal, and the pod names no zone: pin the "
+                f"reservation's zone with {AVAILABILITY_ZONE}",
+                f"a reservation id together with {AVAILABILITY_ZONE} set to the reservation's zone",
+            )
+            ok = False
+        return ReservationChoice.reservation(value) if ok else OPEN_RESERVATIONS
+
+    def _unsupported_yet(self) -> None:
         if self.annotations.get(FALLBACK_INSTANCE_TYPES):
             self.reject(
                 FALLBACK_INSTANCE_TYPES,

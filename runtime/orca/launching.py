@@ -117,6 +117,7 @@ class Launcher:
             max_spot_price=spec.max_spot_price,
             root_volume_gib=spec.root_volume_gib,
             security_group_ids=tuple(self.settings.security_group_ids),
+            reservation=spec.reservation,
         )
         return LaunchPlan(request=request, subnet=subnet, deadline=deadline)
 

@@ -7,8 +7,12 @@ from decimal import Decimal
 
 import pytest
 
+from orca.aws.model import OPEN_RESERVATIONS, ReservationChoice
 from orca.catalog import Catalog
 from orca.contract import (
+    AVAILABILITY_ZONE,
+    CAPACITY_RESERVATION,
+    FALLBACK_INSTANCE_TYPES,
     INSTANCE_TYPE,
     LAUNCH_TYPE,
     MAX_LIFETIME,
@@ -223,3 +227,131 @@ def test_suggestions_prefer_types_the_department_allows() -> None:
     messages = rejections(pod({INSTANCE_TYPE: "p5.48xlarg"}), allowed_instance_types=["p5e.*"])
 
     assert "did you mean p5e.48xlarge" in messages[INSTANCE_TYPE]
+
+
+# Capacity reservations.
+
+GROUP_ARN = "arn:aws:resource-groups:us-east-1:123456789012:group/orca-physics-pool"
+RESERVATION = "cr-0123456789abcdef0"
+
+
+def reservation_pod(value: str, **annotations: str) -> dict:  # type: ignore[type-arg]
+    return pod({INSTANCE_TYPE: "p5.48xlarge", CAPACITY_RESERVATION: value, **annotations})
+
+
+def reservation_rejections(p: dict, **overrides) -> list[str]:  # type: ignore[no-untyped-def]
+    with pytest.raises(ContractError) as caught:
+        resolve(p, **overrides)
+    return [r.message() for r in caught.value.rejections if r.annotation == CAPACITY_RESERVATION]
+
+
+def test_without_the_annotation_or_with_open_matching_open_reservations_are_used() -> None:
+    assert resolve(pod({INSTANCE_TYPE: "p5.48xlarge"})).reservation == OPEN_RESERVATIONS
+    assert resolve(reservation_pod("open")).reservation == OPEN_RESERVATIONS
+
+
+def test_none_avoids_reservations_on_demand_and_on_spot() -> None:
+    assert resolve(reservation_pod("none")).reservation == ReservationChoice("none")
+    spot = resolve(reservation_pod("none", **{LAUNCH_TYPE: "spot"}))
+    assert spot.reservation == ReservationChoice("none")
+
+
+def test_group_targets_the_department_reservation_group() -> None:
+    spec = resolve(reservation_pod("group"), capacity_reservation_group_arn=GROUP_ARN)
+
+    assert spec.reservation == ReservationChoice("targeted", group_arn=GROUP_ARN)
+    assert spec.market == "on-demand"
+
+
+@pytest.mark.parametrize("reservation", [RESERVATION, "cr-0a1b2c3d"])
+def test_a_reservation_id_in_the_pinned_zone_targets_that_reservation(reservation: str) -> None:
+    spec = resolve(reservation_pod(reservation, **{AVAILABILITY_ZONE: "us-east-1a"}))
+
+    assert spec.reservation == ReservationChoice("targeted", reservation_id=reservation)
+    assert spec.availability_zone == "us-east-1a"
+
+
+def test_group_without_a_department_group_names_the_stack_without_reservations() -> None:
+    [message] = reservation_rejections(reservation_pod("group"))
+
+    assert message == (
+        "orca.research/capacity-reservation is 'group': the physics department's stack "
+        "configures no capacity reservations, so it has no reservation group. Allowed: open or "
+        "none (the department's computing staff can add reservations to its stack)."
+    )
+
+
+@pytest.mark.parametrize("target", ["group", RESERVATION])
+def test_a_reservation_target_with_spot_is_refused_since_reservations_serve_on_demand(
+    target: str,
+) -> None:
+    p = reservation_pod(target, **{LAUNCH_TYPE: "spot", AVAILABILITY_ZONE: "us-east-1a"})
+
+    [message] = reservation_rejections(p, capacity_reservation_group_arn=GROUP_ARN)
+
+    assert message == (
+        f"orca.research/capacity-reservation is {target!r}: On-Demand Capacity Reservations "
+        "serve only on-demand launches, never spot. Allowed: open or none with "
+        "orca.research/launch-type spot; or orca.research/launch-type on-demand to use a "
+        "reservation."
+    )
+
+
+def test_a_spot_workload_template_with_a_reservation_target_is_refused() -> None:
+    templates = {"cheap-h100": {"instance_type": "p5.48xlarge", "launch_type": "spot"}}
+    p = pod({"orca.research/workload-template": "cheap-h100", CAPACITY_RESERVATION: "group"})
+
+    [message] = reservation_rejections(
+        p, workload_templates=templates, capacity_reservation_group_arn=GROUP_ARN
+    )
+
+    assert "serve only on-demand launches, never spot" in message
+
+
+def test_a_reservation_id_without_a_zone_asks_to_pin_the_reservation_zone() -> None:
+    [message] = reservation_rejections(reservation_pod(RESERVATION))
+
+    assert message == (
+        f"orca.research/capacity-reservation is {RESERVATION!r}: capacity reservations are "
+        "zonal, and the pod names no zone: pin the reservation's zone with "
+        "orca.research/availability-zone. Allowed: a reservation id together with "
+        "orca.research/availability-zone set to the reservation's zone."
+    )
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["Group", "reserved", "cr-0123", "cr-0123456789ABCDEF0", "cr-0123456789abcdef01", " none", ""],
+)
+def test_anything_else_is_refused_listing_the_choices(value: str) -> None:
+    [message] = reservation_rejections(
+        reservation_pod(value, **{AVAILABILITY_ZONE: "us-east-1a"}),
+        capacity_reservation_group_arn=GROUP_ARN,
+    )
+
+    assert message == (
+        f"orca.research/capacity-reservation is {value!r}: not a capacity reservation choice. "
+        "Allowed: open (the default: matching open reservations are used), none (never use a "
+        "reservation), group (only the department's reservation group) or a reservation id "
+        "(cr- and 17 hex digits)."
+    )
+
+
+def test_spot_with_a_reservation_id_and_no_zone_gets_both_reasons_with_the_others() -> None:
+    p = reservation_pod(RESERVATION, **{LAUNCH_TYPE: "spot", MAX_LIFETIME: "soon"})
+
+    with pytest.raises(ContractError) as caught:
+        resolve(p)
+
+    problems = [(r.annotation, r.problem) for r in caught.value.rejections]
+    assert [a for a, _ in problems] == [MAX_LIFETIME, CAPACITY_RESERVATION, CAPACITY_RESERVATION]
+    assert "never spot" in problems[1][1]
+    assert "zonal" in problems[2][1]
+
+
+def test_fallback_instance_types_stay_refused_as_not_supported_yet() -> None:
+    messages = rejections(
+        pod({INSTANCE_TYPE: "p5.48xlarge", FALLBACK_INSTANCE_TYPES: "p5e.48xlarge"})
+    )
+
+    assert "not supported by this ORCA runtime yet" in messages[FALLBACK_INSTANCE_TYPES]

@@ -6,12 +6,12 @@ import subprocess
 from datetime import UTC, datetime, timedelta
 
 from orca import tags
-from orca.aws.model import Subnet
+from orca.aws.model import ReservationChoice, Subnet
 from orca.bootstrap import parse_user_data
 from orca.catalog import Catalog
 from orca.contract import resolve_launch
 from orca.launching import Launcher, choose_subnet, client_token
-from tests.unit.helpers import case_documents, settings
+from tests.unit.helpers import case_documents, pod, settings
 
 SUBNETS = [
     Subnet("subnet-0a1b2c3d", "us-east-1a", "vpc-1"),
@@ -121,3 +121,22 @@ def test_user_data_names_the_agent_package_when_the_department_has_one() -> None
 
     assert "agent_package=s3://orca-physics-bundles/agent/orca-0.1.0.tar" in plan.request.user_data
     assert parse_user_data(plan.request.user_data).agent_package_url.endswith(".tar")  # type: ignore[union-attr]
+
+
+def test_the_pod_reservation_choice_reaches_the_launch_request() -> None:
+    group = "arn:aws:resource-groups:us-east-1:123456789012:group/orca-physics-pool"
+    s = settings(capacity_reservation_group_arn=group)
+    p = pod(
+        {
+            "orca.research/instance-type": "p5.48xlarge",
+            "orca.research/capacity-reservation": "group",
+        }
+    )
+    spec = resolve_launch(p, s, Catalog.shipped(), ["us-east-1a", "us-east-1b"])
+
+    plan = Launcher(s, ec2=None, subnets=SUBNETS).plan(  # type: ignore[arg-type]
+        p, spec, attempt=1, bundle_url="s3://b/k", deadline=DEADLINE
+    )
+
+    assert plan.request.reservation == ReservationChoice.group(group)
+    assert plan.request.market == "on-demand"

@@ -216,6 +216,9 @@ def run_instances_params(req: LaunchRequest) -> dict[str, Any]:
         if req.max_spot_price is not None:
             spot["MaxPrice"] = str(req.max_spot_price)
         params["InstanceMarketOptions"] = {"MarketType": "spot", "SpotOptions": spot}
+    reservation = _reservation_specification(req)
+    if reservation is not None:
+        params["CapacityReservationSpecification"] = reservation
     if req.root_volume_gib is not None:
         params["BlockDeviceMappings"] = [
             {
@@ -229,6 +232,31 @@ def run_instances_params(req: LaunchRequest) -> dict[str, Any]:
             }
         ]
     return params
+
+
+def _reservation_specification(req: LaunchRequest) -> dict[str, Any] | None:
+    """The CapacityReservationSpecification for ``req``; None leaves EC2's default, open."""
+    choice = req.reservation
+    if choice.preference == "open":
+        return None
+    if req.market == "spot":
+        # On-Demand Capacity Reservations never serve spot: avoiding them is what spot does.
+        if choice.preference == "targeted":
+            raise ValueError("capacity reservations serve only on-demand launches, not spot")
+        return None
+    if choice.preference == "none":
+        return {"CapacityReservationPreference": "none"}
+    # EC2 accepts a target only with the preference capacity-reservations-only, and then
+    # fails the launch rather than running outside the reservation when it has no room.
+    target = (
+        {"CapacityReservationId": choice.reservation_id}
+        if choice.reservation_id is not None
+        else {"CapacityReservationResourceGroupArn": choice.group_arn}
+    )
+    return {
+        "CapacityReservationPreference": "capacity-reservations-only",
+        "CapacityReservationTarget": target,
+    }
 
 
 def instance_from_api(raw: Mapping[str, Any]) -> Instance:
@@ -247,6 +275,7 @@ def instance_from_api(raw: Mapping[str, Any]) -> Instance:
         private_ip=raw.get("PrivateIpAddress") or None,
         spot=raw.get("InstanceLifecycle") == "spot",
         state_reason=reason,
+        capacity_reservation_id=raw.get("CapacityReservationId") or None,
     )
 
 

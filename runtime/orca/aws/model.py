@@ -15,6 +15,38 @@ LIVE_STATES = frozenset({"pending", "running", "stopping", "stopped"})
 
 
 @dataclass(frozen=True)
+class ReservationChoice:
+    """How one launch uses On-Demand Capacity Reservations.
+
+    ``open`` is EC2's default: the instance runs in an open reservation that matches it
+    (type, platform, zone, tenancy) when one has room, else as plain on-demand. ``none``
+    never uses a reservation. ``targeted`` launches only into the named reservation or
+    into a member of the named reservation group, and fails when none has room. Only
+    on-demand launches use reservations, never spot.
+    """
+
+    preference: Literal["open", "none", "targeted"] = "open"
+    reservation_id: str | None = None
+    group_arn: str | None = None
+
+    @classmethod
+    def reservation(cls, reservation_id: str) -> ReservationChoice:
+        return cls("targeted", reservation_id=reservation_id)
+
+    @classmethod
+    def group(cls, group_arn: str) -> ReservationChoice:
+        return cls("targeted", group_arn=group_arn)
+
+    def __post_init__(self) -> None:
+        targets = (self.reservation_id is not None) + (self.group_arn is not None)
+        if targets != (1 if self.preference == "targeted" else 0):
+            raise ValueError("a targeted choice names one reservation or one group; others none")
+
+
+OPEN_RESERVATIONS = ReservationChoice()
+
+
+@dataclass(frozen=True)
 class LaunchRequest:
     """Everything one RunInstances call needs; exactly one instance is asked for."""
 
@@ -29,6 +61,7 @@ class LaunchRequest:
     root_volume_gib: int | None = None
     root_device_name: str = "/dev/xvda"
     security_group_ids: tuple[str, ...] = ()
+    reservation: ReservationChoice = OPEN_RESERVATIONS
 
 
 @dataclass(frozen=True)
@@ -44,6 +77,8 @@ class Instance:
     private_ip: str | None = None
     spot: bool = False
     state_reason: str | None = None
+    # The capacity reservation the instance runs in, if any.
+    capacity_reservation_id: str | None = None
 
     @property
     def live(self) -> bool:
