@@ -13,25 +13,28 @@ from orca_policies import types
 from orca_policies.values import resource_policy, schema, stack_policy
 
 _ALLOWED_TYPES = checks.ALLOWED_TYPES_SCHEMA
-_RESERVATION_TYPES = (types.RESERVATION, types.CAPACITY_BLOCK)
 
 POLICIES = [
     resource_policy(
         name="ec2-launch-template-instance-type-allowed",
-        description="Checks that launch templates name only instance types the department may use.",
+        description="Checks that launch templates name only instance types the department may "
+        "use, and that attribute-based selection (instance requirements) is limited to them.",
         remediation="Name an allowed type in the launch template, or leave the type to the "
-        "runtime (which checks it per pod); the institution sets allowedInstanceTypes.",
+        "runtime (which checks it per pod); with instance_requirements, list allowed types "
+        "in its allowed_instance_types. The institution sets allowedInstanceTypes.",
         types=[types.LAUNCH_TEMPLATE],
-        check=checks.allowed_type("names"),
+        check=checks.template_type_allowed,
         config=schema(allowedInstanceTypes=_ALLOWED_TYPES),
     ),
     resource_policy(
         name="ec2-capacity-reservation-instance-type-allowed",
-        description="Checks that capacity reservations and blocks reserve only instance types "
-        "the department may use.",
+        description="Checks that capacity reservations reserve only instance types the "
+        "department may use.",
         remediation="Reserve an allowed type; the institution sets allowedInstanceTypes.",
-        types=_RESERVATION_TYPES,
-        check=checks.allowed_type("reserves"),
+        # A capacity block's type comes from its offering and is not an input; buying one at
+        # all needs the opt-in of ec2-capacity-block-opt-in.
+        types=[types.RESERVATION],
+        check=checks.reserved_type_allowed,
         config=schema(allowedInstanceTypes=_ALLOWED_TYPES),
     ),
     resource_policy(
@@ -91,9 +94,9 @@ POLICIES = [
     ),
     stack_policy(
         name="ec2-capacity-reservation-committed-spend",
-        description="Checks that the capacity reservations' committed spend (instances x "
-        "on-demand price x hours until they end) fits in the stack's budget over the same "
-        "months.",
+        description="Checks that the committed spend of capacity reservations and capacity "
+        "blocks (instances x on-demand price x hours until they end; a block's whole length) "
+        "fits in the stack's budget over the same months.",
         remediation="Reserve fewer or cheaper instances, end reservations sooner, or raise the "
         "department's budget (orca:budget).",
         check=checks.committed_spend,

@@ -5,10 +5,17 @@ us-east-1 Linux on-demand list prices), so the pack and the runtime agree on wha
 of an instance type costs. Committed spend is compared with the budget over the months the
 commitment runs: the monthly budget times those months (at least one), times the share the
 institution allows.
+
+A capacity block is bought by offering id (``capacityBlockOfferingId``); its instance type,
+count and dates are outputs AWS fills in from the offering, so they are known only to a
+stack check that sees the stack after the purchase (``AnalyzeStack`` of an update), never at
+preview. The catalog has no capacity-block prices: a block is counted at the on-demand list
+price of its type, for its whole length (it is paid up front).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -19,12 +26,14 @@ from orca import tags as orca_tags
 from orca.catalog import Catalog, matches_pattern
 from orca_policies import types
 from orca_policies.values import (
+    UNKNOWN,
     Report,
     Resource,
     dig,
     has_unknown,
     is_unknown,
     items,
+    now,
     number,
     provider_default_tags,
 )
@@ -42,20 +51,58 @@ ALLOWED_TYPES_SCHEMA = {
 }
 
 
-def allowed_type(noun: str) -> Any:
-    def check(resource: Resource, config: dict[str, Any], report: Report) -> None:
-        name = dig(resource.props, "instanceType")
-        if not isinstance(name, str):
-            return
-        allowed = list(config["allowedInstanceTypes"])
-        if not matches_pattern(name, allowed):
-            report(
-                f"{resource.label} {noun} instance type {name}, which the department may not "
-                f"use (allowed: {', '.join(allowed)}). Use an allowed type, or have the "
-                "institution add it to allowedInstanceTypes of this policy."
-            )
+def _type_not_allowed(resource: Resource, noun: str, name: str, allowed: list[str]) -> str:
+    return (
+        f"{resource.label} {noun} instance type {name}, which the department may not use "
+        f"(allowed: {', '.join(allowed)}). Use an allowed type, or have the institution add "
+        "it to allowedInstanceTypes of this policy."
+    )
 
-    return check
+
+def reserved_type_allowed(resource: Resource, config: dict[str, Any], report: Report) -> None:
+    name, allowed = dig(resource.props, "instanceType"), list(config["allowedInstanceTypes"])
+    if isinstance(name, str) and not matches_pattern(name, allowed):
+        report(_type_not_allowed(resource, "reserves", name, allowed))
+
+
+def _covered(entry: str, allowed: list[str]) -> bool:
+    """Whether every type an EC2 ``allowedInstanceTypes`` entry admits is allowed.
+
+    An exact name is matched against the patterns; a pattern only when the department
+    allows that same pattern or everything (telling whether one glob covers another is
+    not worth the doubt).
+    """
+    if "*" in allowed or entry in allowed:
+        return True
+    return not any(c in entry for c in "*?[") and matches_pattern(entry, allowed)
+
+
+def template_type_allowed(resource: Resource, config: dict[str, Any], report: Report) -> None:
+    allowed = list(config["allowedInstanceTypes"])
+    name = dig(resource.props, "instanceType")
+    if isinstance(name, str) and not matches_pattern(name, allowed):
+        report(_type_not_allowed(resource, "names", name, allowed))
+
+    # Attribute-based selection: EC2 launches any type that meets the requirements, limited
+    # only by the requirements' own allowedInstanceTypes.
+    requirements = dig(resource.props, "instanceRequirements")
+    if requirements is None or has_unknown(dig(requirements, "allowedInstanceTypes")):
+        return
+    entries = [str(e) for e in items(dig(requirements, "allowedInstanceTypes"))]
+    outside = [e for e in entries if not _covered(e, allowed)]
+    if not entries and "*" not in allowed:
+        report(
+            f"{resource.label} lets EC2 launch any instance type that meets its "
+            "instance_requirements, including types the department may not use (allowed: "
+            f"{', '.join(allowed)}). Set instance_requirements.allowed_instance_types to "
+            "allowed types, or name an allowed instance_type instead."
+        )
+    elif outside:
+        report(
+            f"{resource.label} lets EC2 choose among {', '.join(outside)} "
+            "(instance_requirements.allowed_instance_types), beyond the types the department "
+            f"may use (allowed: {', '.join(allowed)}). List only allowed types there."
+        )
 
 
 def reservation_targeted(resource: Resource, config: dict[str, Any], report: Report) -> None:
@@ -95,7 +142,7 @@ def reservation_end_date(resource: Resource, config: dict[str, Any], report: Rep
         report(f"{resource.label} has end date {end!r}, which is not an ISO 8601 timestamp.")
         return
     max_days = int(config["maxDaysAhead"])
-    days = (ends - datetime.now(UTC)).total_seconds() / 86400
+    days = (ends - now()).total_seconds() / 86400
     if days > max_days:
         report(
             f"{resource.label} ends {end}, {days:.0f} days from now; reservations may end at "
@@ -136,28 +183,62 @@ def _price(instance_type: str) -> Decimal | None:
     return found.on_demand_usd_per_hour if found is not None else None
 
 
-def _monthly_budget(resources: list[Resource], config: dict[str, Any]) -> Decimal | None:
+_UNKNOWN_BUDGET = object()
+
+
+def _monthly_budget(resources: list[Resource], config: dict[str, Any]) -> Any:
+    """The monthly budget in USD; None when there is none, ``_UNKNOWN_BUDGET`` at preview."""
     for budget in (r for r in resources if r.type == types.BUDGET):
-        amount = number(dig(budget.props, "limitAmount"))
-        months = MONTHS_PER_PERIOD.get(str(dig(budget.props, "timeUnit")), 1)
-        if amount is not None and dig(budget.props, "limitUnit") in (None, "USD"):
+        raw = [dig(budget.props, k) for k in ("limitAmount", "limitUnit", "timeUnit")]
+        if any(is_unknown(v) for v in raw):
+            return _UNKNOWN_BUDGET
+        amount = number(raw[0])
+        months = MONTHS_PER_PERIOD.get(str(raw[2]), 1)
+        if amount is not None and raw[1] in (None, "USD"):
             return Decimal(str(amount)) / months
     configured = number(config["monthlyBudgetUsd"])
     return Decimal(str(configured)) if configured else None
 
 
+@dataclass(frozen=True)
+class _Commitment:
+    """What one reservation or capacity block commits: instances x price x hours."""
+
+    resource: Resource
+    instance_type: str
+    count: float
+    hours: Decimal
+    # Hours from now until it ends: how long the budget has to pay for it.
+    hours_left: Decimal
+
+
+def _commitment(r: Resource, at: datetime) -> _Commitment | None:
+    """None when unknown at preview, open-ended (the end-date policy's) or already over."""
+    name, count = dig(r.props, "instanceType"), number(dig(r.props, "instanceCount"))
+    ends = _parse_date(dig(r.props, "endDate"))
+    if not isinstance(name, str) or count is None or ends is None or ends <= at:
+        return None
+    left = Decimal(str((ends - at).total_seconds())) / 3600
+    if r.type != types.CAPACITY_BLOCK:
+        return _Commitment(r, name, count, left, left)
+    # A capacity block is paid up front for its whole length, from its start date.
+    starts = _parse_date(dig(r.props, "startDate"))
+    length = Decimal(str((ends - starts).total_seconds())) / 3600 if starts else left
+    return _Commitment(r, name, count, length, left)
+
+
 def committed_spend(
     resources: list[Resource], config: dict[str, Any], report: ReportViolation
 ) -> None:
-    now = datetime.now(UTC)
+    at = now()
     committed, lines, longest_hours = Decimal(0), [], Decimal(0)
     for r in resources:
-        if r.type != types.RESERVATION:
+        if r.type not in (types.RESERVATION, types.CAPACITY_BLOCK):
             continue
-        name, count = dig(r.props, "instanceType"), number(dig(r.props, "instanceCount"))
-        ends = _parse_date(dig(r.props, "endDate"))
-        if not isinstance(name, str) or count is None or ends is None:
-            continue  # unknown at preview, or open-ended (the end-date policy reports that)
+        commitment = _commitment(r, at)
+        if commitment is None:
+            continue
+        name = commitment.instance_type
         price = _price(name)
         if price is None:
             report(
@@ -167,14 +248,19 @@ def committed_spend(
                 r.urn,
             )
             continue
-        hours = max(Decimal(0), Decimal(str((ends - now).total_seconds())) / 3600)
-        longest_hours = max(longest_hours, hours)
-        cost = Decimal(str(count)) * price * hours
+        longest_hours = max(longest_hours, commitment.hours_left)
+        cost = Decimal(str(commitment.count)) * price * commitment.hours
         committed += cost
-        lines.append(f"{count:.0f} x {name} at {price} USD/h for {hours:.0f} h = {cost:,.0f} USD")
+        kind = " (capacity block, paid up front)" if r.type == types.CAPACITY_BLOCK else ""
+        lines.append(
+            f"{commitment.count:.0f} x {name} at {price} USD/h for {commitment.hours:.0f} h"
+            f"{kind} = {cost:,.0f} USD"
+        )
     if not lines:
         return
     monthly = _monthly_budget(resources, config)
+    if monthly is _UNKNOWN_BUDGET:
+        return
     if monthly is None:
         report(
             "The stack reserves capacity but declares no AWS Budget and the policy has no "
@@ -195,10 +281,14 @@ def committed_spend(
 
 
 def _budget_department(budget: Resource) -> Any:
+    """The budget's department tag: its own or its provider's; UNKNOWN if it may be either."""
     budget_tags = dig(budget.props, "tags")
     if isinstance(budget_tags, dict) and orca_tags.COST_DEPARTMENT in budget_tags:
         return budget_tags[orca_tags.COST_DEPARTMENT]
-    return provider_default_tags(budget.provider_props).get(orca_tags.COST_DEPARTMENT)
+    defaults = provider_default_tags(budget.provider_props)
+    if is_unknown(budget_tags) or is_unknown(defaults):
+        return UNKNOWN
+    return defaults.get(orca_tags.COST_DEPARTMENT)
 
 
 def department_budget(
@@ -223,7 +313,7 @@ def department_budget(
     department = _budget_department(budget)
     wanted_value = f"user:{tag_key}${department}" if isinstance(department, str) else None
     filters = dig(props, "costFilters")
-    if not has_unknown(filters):
+    if not has_unknown(filters) and not is_unknown(department):
         values = [
             v
             for f in items(filters)
@@ -285,6 +375,7 @@ def spot_max_price(resource: Resource, config: dict[str, Any], report: Report) -
 def root_volume_size(resource: Resource, config: dict[str, Any], report: Report) -> None:
     limit = int(config["maxRootVolumeGib"])
     roots = set(config["rootDeviceNames"])
+    # Every mapping: a template may map several devices, and the root one need not be first.
     for mapping in items(dig(resource.props, "blockDeviceMappings")):
         size = number(dig(mapping, "ebs", "volumeSize"))
         device = dig(mapping, "deviceName")

@@ -9,14 +9,19 @@ exactly what it cannot know and still check the rest.
 
 :func:`resource_policy` and :func:`stack_policy` wrap a check with that conversion and with
 the policy's configuration: the defaults of its config schema, overlaid with what the
-institution configured for the policy group (``pulumi policy enable --config``).
+institution configured for the policy group (``pulumi policy enable --config``). A stack
+check also sees, per resource, which resources each property depends on (the engine's
+property dependencies), so it can pair resources without comparing values unknown at preview.
+
+:func:`now` is the one clock of the checks that compare dates with today.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from pulumi_policy import (
@@ -66,6 +71,11 @@ def plain(value: Any) -> Any:
                 items.append(UNKNOWN)
         return items
     return value
+
+
+def now() -> datetime:
+    """The current time, in UTC: the clock every date check reads."""
+    return datetime.now(UTC)
 
 
 def is_unknown(value: Any) -> bool:
@@ -137,15 +147,41 @@ def json_document(value: Any) -> Any:
     return value
 
 
-def provider_default_tags(provider_props: Any) -> dict[str, Any]:
+def provider_default_tags(provider_props: Any) -> Any:
     """The ``defaultTags.tags`` of an aws provider's properties (JSON text or an object).
 
     Pulumi sends an explicit provider's object-valued settings as JSON text, so the
-    provider's ``defaultTags`` usually arrives as ``'{"tags": {...}}'``.
+    provider's ``defaultTags`` usually arrives as ``'{"tags": {...}}'``. :data:`UNKNOWN`
+    when they are unknown at preview (then nobody can tell which tags a resource gets).
     """
-    default_tags = json_document(dig(provider_props, "defaultTags"))
+    raw = dig(provider_props, "defaultTags")
+    if is_unknown(raw):
+        return UNKNOWN
+    default_tags = json_document(raw)
     found = dig(default_tags, "tags") if isinstance(default_tags, dict) else None
+    if is_unknown(found):
+        return UNKNOWN
     return found if isinstance(found, dict) else {}
+
+
+def effective_tags(props: Any, provider_props: Any) -> tuple[dict[str, Any], bool]:
+    """The tags AWS would put on a resource, and whether all of them are known.
+
+    They are its provider's default tags overlaid with its ``tagsAll`` and its own ``tags``
+    (a resource's own tag wins over a default with the same key). A source unknown at
+    preview (a whole object, or the provider's ``defaultTags``) leaves the tags incomplete:
+    a tag found counts, a tag missing may still come.
+    """
+    sources = [
+        provider_default_tags(provider_props),
+        dig(props, "tagsAll"),
+        dig(props, "tags"),
+    ]
+    found: dict[str, Any] = {}
+    for source in sources:
+        if isinstance(source, dict):
+            found.update(source)
+    return found, not any(is_unknown(source) for source in sources)
 
 
 def resource_label(type_: str, name: str) -> str:
@@ -178,6 +214,8 @@ class Resource:
     urn: str
     props: dict[str, Any]
     provider_props: dict[str, Any]
+    # The URNs of the resources each property depends on (stack checks only).
+    dependencies: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -235,6 +273,7 @@ def stack_policy(
                 r.urn,
                 plain(r.props),
                 plain(r.provider.props) if r.provider is not None else {},
+                {k: [d.urn for d in deps] for k, deps in r.property_dependencies.items()},
             )
             for r in args.resources
         ]

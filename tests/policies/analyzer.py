@@ -11,7 +11,8 @@ here is a placeholder.
 
 Then, as the engine: ``ConfigureStack``, ``GetAnalyzerInfo``, ``Configure`` (each policy's
 enforcement level and config), ``Analyze`` for each resource (its inputs, with its provider)
-and ``AnalyzeStack`` once (every resource's outputs).
+and ``AnalyzeStack`` once (every resource's outputs, with the resources each property
+depends on, as the engine sends them).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +34,12 @@ import grpc
 from google.protobuf import empty_pb2, struct_pb2
 from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
 
-from tests.infra.harness import SECRET_SIGNATURE, RecordedResource
+from tests.infra.harness import RecordedResource
+from tests.policies.recording import Key, RecordedStack
 
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
 PROJECT = "orca"
 AWS_PROVIDER = "pulumi:providers:aws"
-# What the engine sends for a value it does not know yet (a string sentinel).
-UNKNOWN_STRING = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
 START_SECONDS = 30.0
 
 
@@ -59,17 +59,8 @@ class Item:
     name: str
     props: dict[str, Any]
     provider: dict[str, Any] | None = None
-
-
-def all_unknown(value: Any) -> Any:
-    """``value`` with every leaf unknown, as the engine sends it during a preview."""
-    if isinstance(value, dict) and SECRET_SIGNATURE in value:
-        return {SECRET_SIGNATURE: value[SECRET_SIGNATURE], "value": UNKNOWN_STRING}
-    if isinstance(value, dict):
-        return {k: all_unknown(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [all_unknown(v) for v in value]
-    return UNKNOWN_STRING
+    # The resources (type, name) each property depends on: AnalyzeStack's propertyDependencies.
+    dependencies: dict[str, list[Key]] = field(default_factory=dict)
 
 
 def urn(stack: str, type_: str, name: str) -> str:
@@ -82,13 +73,18 @@ def _struct(value: Mapping[str, Any]) -> struct_pb2.Struct:
     return message
 
 
-def items_from_run(resources: Iterable[RecordedResource], *, outputs: bool) -> list[Item]:
+def items_from_run(
+    recorded: RecordedStack | Iterable[RecordedResource], *, outputs: bool
+) -> list[Item]:
     """The custom resources of a recorded run, with the aws provider attached to aws ones.
 
     Every ``aws:`` resource of the envelope uses its one explicit aws provider, so that
-    provider's recorded inputs (``defaultTags`` among them) go with each of them.
+    provider's recorded inputs (``defaultTags`` among them) go with each of them. A
+    :class:`RecordedStack` also gives each resource its property dependencies.
     """
-    resources = [r for r in resources if r.custom]
+    dependencies = recorded.property_dependencies if isinstance(recorded, RecordedStack) else {}
+    every = recorded.resources if isinstance(recorded, RecordedStack) else recorded
+    resources = [r for r in every if r.custom]
     provider = next((r.inputs for r in resources if r.type == AWS_PROVIDER), None)
     return [
         Item(
@@ -96,6 +92,7 @@ def items_from_run(resources: Iterable[RecordedResource], *, outputs: bool) -> l
             r.name,
             dict(r.outputs if outputs else r.inputs),
             provider if r.type.startswith("aws:") else None,
+            dict(dependencies.get((r.type, r.name), {})),
         )
         for r in resources
     ]
@@ -158,6 +155,12 @@ class Pack:
             )
             if item.provider is not None:
                 resource.provider.CopyFrom(self._provider(item.provider))
+            every: set[str] = set()
+            for prop, keys in item.dependencies.items():
+                urns = [urn(self.stack, t, n) for t, n in keys]
+                resource.propertyDependencies[prop].urns.extend(urns)
+                every.update(urns)
+            resource.dependencies.extend(sorted(every))
             request.resources.append(resource)
         return _diagnostics(self.stub.AnalyzeStack(request))
 
@@ -204,7 +207,7 @@ def running_pack(
         "PULUMI_STACK": stack,
         "PULUMI_DRY_RUN": "true" if dry_run else "false",
         "PULUMI_ORGANIZATION": "organization",
-        "PYTHONWARNINGS": "ignore",
+        "PYTHONWARNINGS": "error",
     }
     with tempfile.NamedTemporaryFile(prefix=f"policy-{name}-", suffix=".log") as log:
         process = subprocess.Popen(

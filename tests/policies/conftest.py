@@ -7,15 +7,16 @@ from typing import Any
 
 import pytest
 
-from tests.infra.harness import StackRun, run_stack, stack_file_config
+from tests.infra.harness import stack_file_config
 from tests.policies.analyzer import Pack, running_pack
+from tests.policies.recording import RecordedStack, record_stack
 
 EXAMPLES = ("physics", "biology")
 
 
 @pytest.fixture(scope="session")
-def example_runs() -> dict[str, StackRun]:
-    return {stack: run_stack(stack_file_config(stack), stack=stack) for stack in EXAMPLES}
+def example_runs() -> dict[str, RecordedStack]:
+    return {stack: record_stack(stack_file_config(stack), stack=stack) for stack in EXAMPLES}
 
 
 def department_config(stack: str) -> dict[str, dict[str, Any]]:
