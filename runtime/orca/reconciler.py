@@ -23,11 +23,11 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from orca import capacity_reservations, tags
 from orca import status as pod_status
-from orca import tags
 from orca.aws.bundles import BundleStore
 from orca.aws.ec2 import Ec2
-from orca.aws.errors import BadRequestError, CapacityError, QuotaError
+from orca.aws.errors import AuthError, BadRequestError, CapacityError, NotFoundError, QuotaError
 from orca.aws.model import Instance
 from orca.aws.queue import StatusQueue
 from orca.bundle import MissingReference, build_bundle
@@ -67,9 +67,12 @@ _STATUS_KEYS = (
 
 def _describe(instance: Instance) -> str:
     market = "spot" if instance.spot else "on-demand"
-    return (
+    described = (
         f"{instance.instance_id} {instance.instance_type} {market} in {instance.availability_zone}"
     )
+    if instance.capacity_reservation_id:
+        described += f" (capacity reservation {instance.capacity_reservation_id})"
+    return described
 
 
 def _parse_time(value: str) -> datetime:
@@ -282,6 +285,9 @@ class Reconciler:
                 },
             )
         what = f"{spec.instance_type.name} {spec.market} in {plan.subnet.availability_zone}"
+        target = capacity_reservations.target(spec, self.settings)
+        if target:
+            what += f" into {target}"
         self.events.normal(
             pod,
             "Launching",
@@ -309,6 +315,19 @@ class Reconciler:
                 pod, pod_status.pending_status(pod, "QuotaExceeded", message, self.clock())
             )
             self.queue.add_after(uid, QUOTA_RETRY_SECONDS)
+            return
+        except (NotFoundError, AuthError) as e:
+            # Unless the pod's own reservation id is at fault, the envelope is broken, which
+            # the worker's retries and logs report.
+            rejection = capacity_reservations.refusal(spec, self.settings, e)
+            if rejection is None:
+                raise
+            self.metrics.launch_failures(kind="reservation").inc()
+            message = rejection.message()
+            self.events.warning(pod, "InvalidAnnotation", message)
+            self._set_status(
+                pod, pod_status.failed_status(pod, "InvalidAnnotation", message, self.clock())
+            )
             return
         except BadRequestError as e:
             self.metrics.launch_failures(kind="request").inc()
@@ -344,16 +363,15 @@ class Reconciler:
             },
         )
         if attempt % zones:
+            shortage = capacity_reservations.shortage(spec, self.settings, zone)
             self.events.warning(
-                pod,
-                "InsufficientCapacity",
-                f"No {spec.instance_type.name} capacity in {zone}: {error}; trying the next zone",
+                pod, "InsufficientCapacity", f"{shortage}: {error}; trying the next zone"
             )
             self.queue.add(uid)
             return
         where = spec.availability_zone or "any of " + ", ".join(self.launcher.zones)
         message = (
-            f"No {spec.instance_type.name} {spec.market} capacity in {where}; the pod waits and "
+            f"{capacity_reservations.shortage(spec, self.settings, where)}; the pod waits and "
             f"ORCA tries again every {self.settings.capacity_retry_seconds:.0f} s"
         )
         self.events.warning(pod, "WaitingForCapacity", message)

@@ -147,3 +147,28 @@ def test_helpers_tell_kinds_apart() -> None:
     assert errors.is_throttled(throttled) and errors.is_temporary(throttled)
     assert errors.is_not_found(gone) and not errors.is_temporary(gone)
     assert errors.is_auth(translate(client_error("AuthFailure"), "x"))
+
+
+def test_a_full_targeted_reservation_is_a_capacity_error() -> None:
+    message = (
+        "The requested reservation does not have sufficient compatible and available capacity "
+        "for this request."
+    )
+    error = translate(client_error("ReservationCapacityExceeded", message), "launching p5")
+
+    assert isinstance(error, CapacityError)
+    assert str(error) == f"launching p5: ReservationCapacityExceeded: {message}"
+
+
+def test_an_unknown_reservation_and_a_denied_one_are_told_apart_from_other_failures() -> None:
+    unknown = translate(client_error("InvalidCapacityReservationId.NotFound"), "x")
+    denied = translate(client_error("UnauthorizedOperation"), "x")
+    expired = translate(client_error("ExpiredToken"), "x")
+    other_gone = translate(client_error("InvalidSubnetID.NotFound"), "x")
+
+    assert errors.is_reservation_not_found(unknown) and isinstance(unknown, NotFoundError)
+    assert not errors.is_reservation_not_found(other_gone)
+    assert errors.is_denied(denied) and isinstance(denied, AuthError)
+    assert not errors.is_denied(expired) and errors.is_auth(expired)
+    malformed = translate(client_error("InvalidCapacityReservationId.Malformed"), "x")
+    assert isinstance(malformed, BadRequestError)

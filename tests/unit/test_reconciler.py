@@ -6,7 +6,10 @@ import copy
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from orca import tags
+from orca.aws.errors import AuthError
 from orca.catalog import Catalog
 from orca.launching import Launcher
 from orca.messages import ContainerReport, StatusReport
@@ -117,9 +120,9 @@ class Clock:
 class World:
     """A reconciler wired to fakes, and the handles a test needs."""
 
-    def __init__(self) -> None:
+    def __init__(self, **overrides: Any) -> None:
         self.settings = settings(
-            subnet_ids=[s.subnet_id for s in DEFAULT_SUBNETS], capacity_retry_seconds=1
+            subnet_ids=[s.subnet_id for s in DEFAULT_SUBNETS], capacity_retry_seconds=1, **overrides
         )
         self.ec2 = FakeEc2()
         self.pods = FakePods()
@@ -364,3 +367,121 @@ def test_an_instance_whose_agent_never_reports_is_ended_long_before_the_deadline
     assert ended["status"]["phase"] == "Failed"
     assert ended["status"]["reason"] == "AgentNotReporting"
     assert world.instance_of(uid).state in ("shutting-down", "terminated")
+
+
+GROUP_ARN = "arn:aws:resource-groups:us-east-1:123456789012:group/orca-physics-pool"
+RESERVATION = "cr-0123456789abcdef0"
+
+
+def reserved_pod(value: str, **annotations: str) -> dict[str, Any]:
+    return pod(
+        {
+            "orca.research/instance-type": "p5.48xlarge",
+            "orca.research/capacity-reservation": value,
+            **annotations,
+        }
+    )
+
+
+def test_a_full_reservation_group_leaves_the_pod_pending_saying_the_group_is_full() -> None:
+    world = World(capacity_reservation_group_arn=GROUP_ARN)
+    uid = world.create(reserved_pod("group"))
+    world.ec2.fail_next("RunInstances", "ReservationCapacityExceeded", times=2)
+
+    world.reconcile(uid)
+    stored = world.reconcile(uid)
+
+    assert stored["status"]["phase"] == "Pending"
+    assert world.ec2.all_instances() == []
+    warnings = [(r, m) for kind, r, m in world.events.recorded if kind == "Warning"]
+    assert [r for r, _ in warnings] == ["InsufficientCapacity", "WaitingForCapacity"]
+    zone = warnings[0][1]
+    assert zone.startswith(
+        "The physics department's capacity reservation group has no free p5.48xlarge capacity "
+        "in us-east-1"
+    )
+    assert "ReservationCapacityExceeded" in zone and zone.endswith("; trying the next zone")
+    assert warnings[1][1] == (
+        "The physics department's capacity reservation group has no free p5.48xlarge capacity "
+        "in any of us-east-1a, us-east-1b; the pod waits and ORCA tries again every 1 s"
+    )
+    waiting = stored["status"]["containerStatuses"][0]["state"]["waiting"]
+    assert waiting["reason"] == "WaitingForCapacity"
+    launching = [m for _, r, m in world.events.recorded if r == "Launching"]
+    assert all("into the physics department's capacity reservation group" in m for m in launching)
+
+
+def test_a_full_reservation_leaves_the_pod_pending_naming_the_reservation_and_zone() -> None:
+    world = World()
+    uid = world.create(
+        reserved_pod(RESERVATION, **{"orca.research/availability-zone": "us-east-1b"})
+    )
+    world.ec2.fail_next("RunInstances", "ReservationCapacityExceeded")
+
+    stored = world.reconcile(uid)
+
+    assert stored["status"]["phase"] == "Pending"
+    assert world.events.recorded[-1] == (
+        "Warning",
+        "WaitingForCapacity",
+        f"Capacity reservation {RESERVATION} has no free p5.48xlarge capacity in us-east-1b; "
+        "the pod waits and ORCA tries again every 1 s",
+    )
+
+    world.reconcile(uid)
+
+    request = world.ec2.request_of(world.instance_of(uid).instance_id)
+    assert request.reservation.reservation_id == RESERVATION
+    assert request.subnet_id == DEFAULT_SUBNETS[1].subnet_id
+
+
+def test_a_reservation_ec2_does_not_know_fails_the_pod_naming_the_annotation() -> None:
+    world = World(capacity_reservation_group_arn=GROUP_ARN)
+    uid = world.create(
+        reserved_pod(RESERVATION, **{"orca.research/availability-zone": "us-east-1a"})
+    )
+    world.ec2.fail_next("RunInstances", "InvalidCapacityReservationId.NotFound")
+
+    stored = world.reconcile(uid)
+
+    message = (
+        f"orca.research/capacity-reservation is {RESERVATION!r}: EC2 knows no capacity "
+        f"reservation {RESERVATION} in us-east-1 (InvalidCapacityReservationId.NotFound). "
+        "Allowed: open, none, group, or the id of one of the department's own reservations."
+    )
+    assert world.events.recorded[-1] == ("Warning", "InvalidAnnotation", message)
+    assert stored["status"]["phase"] == "Failed"
+    assert stored["status"]["reason"] == "InvalidAnnotation"
+    assert world.ec2.all_instances() == []
+
+
+def test_another_department_reservation_fails_the_pod_saying_whose_it_may_use() -> None:
+    world = World()
+    uid = world.create(
+        reserved_pod(RESERVATION, **{"orca.research/availability-zone": "us-east-1a"})
+    )
+    world.ec2.fail_next("RunInstances", "UnauthorizedOperation")
+
+    stored = world.reconcile(uid)
+
+    assert stored["status"]["phase"] == "Failed"
+    assert world.events.recorded[-1] == (
+        "Warning",
+        "InvalidAnnotation",
+        f"orca.research/capacity-reservation is {RESERVATION!r}: the physics department may "
+        f"not launch into capacity reservation {RESERVATION}: its IAM policy allows only the "
+        "department's own reservations (UnauthorizedOperation). Allowed: open, none, or the id "
+        "of one of the department's own reservations.",
+    )
+
+
+def test_a_refused_launch_without_a_reservation_target_is_not_blamed_on_the_pod() -> None:
+    world = World()
+    uid = world.create(cpu_pod())
+    world.ec2.fail_next("RunInstances", "UnauthorizedOperation")
+
+    with pytest.raises(AuthError):
+        world.reconcile(uid)
+
+    assert (world.pods.pods[uid].get("status") or {}).get("phase") != "Failed"
+    assert "InvalidAnnotation" not in world.events.reasons()

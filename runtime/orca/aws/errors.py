@@ -59,7 +59,9 @@ class ErrorKind(enum.StrEnum):
 
 
 # No capacity for the asked type in the asked zone (or reservation) at this moment;
-# another zone, a fallback type or waiting can help.
+# another zone, a fallback type or waiting can help. A launch that targets a reservation or
+# a reservation group which has no free matching slot (full, or reserving another type or
+# zone) fails with ReservationCapacityExceeded: waiting for a slot to free helps.
 CAPACITY_CODES = frozenset(
     {
         "InsufficientInstanceCapacity",
@@ -138,6 +140,7 @@ BAD_REQUEST_CODES = frozenset(
         "InvalidInstanceType",
         "InvalidUserData.Malformed",
         "InvalidBlockDeviceMapping",
+        "InvalidCapacityReservationId.Malformed",
         "Unsupported",
         "UnsupportedOperation",
         "ValidationError",
@@ -149,6 +152,13 @@ BAD_REQUEST_CODES = frozenset(
 )
 
 IDEMPOTENCY_CODES = frozenset({"IdempotentParameterMismatch"})
+
+# A launch named a capacity reservation that EC2 does not know in this account and region.
+RESERVATION_NOT_FOUND_CODES = frozenset({"InvalidCapacityReservationId.NotFound"})
+
+# The caller's IAM policy does not allow the request (as opposed to missing or expired
+# credentials): for ORCA's runtime role, a resource outside the department's envelope.
+DENIED_CODES = frozenset({"UnauthorizedOperation", "AccessDenied", "AccessDeniedException"})
 
 SERVER_CODES = frozenset(
     {"InternalError", "InternalFailure", "ServiceUnavailable", "Unavailable", "ServerInternal"}
@@ -338,6 +348,16 @@ def is_not_found(e: BaseException) -> bool:
 
 def is_auth(e: BaseException) -> bool:
     return isinstance(e, AuthError)
+
+
+def is_reservation_not_found(e: BaseException) -> bool:
+    """The capacity reservation a launch named does not exist (for this account)."""
+    return isinstance(e, NotFoundError) and e.code in RESERVATION_NOT_FOUND_CODES
+
+
+def is_denied(e: BaseException) -> bool:
+    """The IAM policy forbids the request; other credentials or another target could pass."""
+    return isinstance(e, AuthError) and e.code in DENIED_CODES
 
 
 def is_temporary(e: BaseException) -> bool:
