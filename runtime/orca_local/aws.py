@@ -24,10 +24,24 @@ Extensions, each with its reason:
     no room for a type; moto never does. :func:`inject_capacity_error` makes
     RunInstances for an (instance type, zone) pair fail that way, a number of
     times or until cleared, so tests can drive fallbacks and waiting.
-(d) A control endpoint for the two above when the server is another process
+(d) A control endpoint for the extensions when the server is another process
     (``python -m orca_local.aws``): ``POST /_orca/capacity-errors``,
-    ``DELETE /_orca/capacity-errors`` and ``POST /_orca/instances/<id>/shutdown``,
-    used through :class:`LocalAwsControl`.
+    ``DELETE /_orca/capacity-errors``, ``POST /_orca/instances/<id>/shutdown`` and the
+    capacity reservation calls of (e), used through :class:`LocalAwsControl`.
+(e) On-Demand Capacity Reservations and RunInstances' ``CapacityReservationSpecification``.
+    ORCA launches a pod that asks for ``capacity-reservation: group`` or a ``cr-`` id only
+    into that capacity; moto implements no reservations and ignores the specification.
+    :func:`define_capacity_reservation` defines one (id, instance type, zone, count and
+    optionally the ARN of the reservation group it belongs to); ``POST``, ``GET`` and
+    ``DELETE /_orca/capacity-reservations`` do the same over the control endpoint. As in
+    EC2, a launch with the preference ``capacity-reservations-only`` and a target runs only
+    in a reservation that is that one (or a member of that group), has the launch's type
+    and the zone of its subnet, and has a free slot (its count minus its live instances);
+    otherwise it fails with ``ReservationCapacityExceeded``, and an unknown id fails with
+    ``InvalidCapacityReservationId.NotFound``. The instance records its reservation
+    (``CapacityReservationId`` in DescribeInstances), and its slot frees once it is
+    shutting down or terminated. Reservations are not matched for ``open`` launches:
+    ORCA's envelope makes only ``targeted`` reservations.
 
 moto keeps its state in process-wide backends, so two :class:`LocalAws` servers
 in one process share their state; the subprocess mode (:class:`LocalAwsProcess`)
@@ -83,6 +97,20 @@ class _CapacityRule:
 _capacity_rules: list[_CapacityRule] = []
 
 
+@dataclass
+class _Reservation:
+    reservation_id: str
+    instance_type: str
+    zone: str
+    count: int
+    group_arn: str | None = None
+
+
+_reservations: dict[str, _Reservation] = {}
+# A slot is taken while its instance is in one of these states.
+_HOLDS_A_SLOT = ("pending", "running", "stopping", "stopped")
+
+
 def install() -> None:
     """Patch moto's EC2 in this process; safe to call more than once."""
     global _installed, _original_run_instances
@@ -105,6 +133,43 @@ def inject_capacity_error(
 def clear_capacity_errors() -> None:
     with _lock:
         _capacity_rules.clear()
+
+
+def define_capacity_reservation(
+    reservation_id: str,
+    instance_type: str,
+    zone: str,
+    count: int,
+    group_arn: str | None = None,
+) -> None:
+    """Define (or redefine, e.g. with more slots) a targeted capacity reservation."""
+    if count < 0:
+        raise ValueError(f"a reservation holds zero or more instances, not {count}")
+    with _lock:
+        _reservations[reservation_id] = _Reservation(
+            reservation_id, instance_type, zone, count, group_arn
+        )
+
+
+def clear_capacity_reservations() -> None:
+    with _lock:
+        _reservations.clear()
+
+
+def capacity_reservations() -> list[dict[str, Any]]:
+    """Every reservation with the live instances in it, as the control endpoint lists them."""
+    with _lock:
+        return [
+            {
+                "id": r.reservation_id,
+                "instanceType": r.instance_type,
+                "zone": r.zone,
+                "count": r.count,
+                "groupArn": r.group_arn,
+                "instanceIds": sorted(_instances_in(r.reservation_id)),
+            }
+            for r in _reservations.values()
+        ]
 
 
 def shutdown_from_inside(instance_id: str) -> str:
@@ -146,9 +211,13 @@ def _run_instances(self: InstanceResponse) -> ActionResult:
             return ActionResult(backend.reservations[reservation_id])
 
         _check_capacity(self)
+        capacity_reservation = _reserved_slot(self)
         result = _original_run_instances(self)
         reservation = result.result
         _apply_template_shutdown_behaviour(self, reservation)
+        if capacity_reservation is not None:
+            for instance in reservation.instances:  # type: ignore[attr-defined]
+                _place(instance, capacity_reservation)
         if token:
             tokens[token] = (fingerprint, reservation.id)  # type: ignore[attr-defined]
         return result
@@ -163,14 +232,7 @@ def _fingerprint(response: InstanceResponse) -> str:
 
 def _check_capacity(response: InstanceResponse) -> None:
     instance_type = response._get_param("InstanceType")
-    zone = response._get_param("Placement.AvailabilityZone")
-    # ORCA names the subnet on the network interface; other callers may name it at the top.
-    interfaces = response._get_param("NetworkInterfaces", [])
-    subnet_id = response._get_param("SubnetId") or next(
-        (nic.get("SubnetId") for nic in interfaces if nic.get("SubnetId")), None
-    )
-    if subnet_id:
-        zone = response.ec2_backend.get_subnet(subnet_id).availability_zone
+    zone = _launch_zone(response)
     for rule in _capacity_rules:
         if rule.instance_type != instance_type or rule.zone not in (None, zone):
             continue
@@ -184,6 +246,71 @@ def _check_capacity(response: InstanceResponse) -> None:
             f"Availability Zone you requested ({zone}). Our system will be working on "
             "provisioning additional capacity.",
         )
+
+
+def _launch_zone(response: InstanceResponse) -> str | None:
+    zone: str | None = response._get_param("Placement.AvailabilityZone")
+    # ORCA names the subnet on the network interface; other callers may name it at the top.
+    interfaces = response._get_param("NetworkInterfaces", [])
+    subnet_id = response._get_param("SubnetId") or next(
+        (nic.get("SubnetId") for nic in interfaces if nic.get("SubnetId")), None
+    )
+    if subnet_id:
+        zone = response.ec2_backend.get_subnet(subnet_id).availability_zone
+    return zone
+
+
+def _reserved_slot(response: InstanceResponse) -> _Reservation | None:
+    """The reservation a targeted launch goes into, or the error EC2 would answer."""
+    specification = response._get_param("CapacityReservationSpecification", {}) or {}
+    target = specification.get("CapacityReservationTarget") or {}
+    if specification.get("CapacityReservationPreference") != "capacity-reservations-only":
+        return None
+    reservation_id = target.get("CapacityReservationId")
+    group_arn = target.get("CapacityReservationResourceGroupArn")
+    if reservation_id and reservation_id not in _reservations:
+        raise EC2ClientError(
+            "InvalidCapacityReservationId.NotFound",
+            f"The capacity reservation ID '{reservation_id}' does not exist",
+        )
+    candidates = [
+        r
+        for r in _reservations.values()
+        if r.reservation_id == reservation_id or (group_arn and r.group_arn == group_arn)
+    ]
+    instance_type = response._get_param("InstanceType")
+    count = int(response._get_param("MinCount", if_none="1"))
+    zone = _launch_zone(response)
+    for candidate in candidates:
+        free = candidate.count - len(_instances_in(candidate.reservation_id))
+        if candidate.instance_type == instance_type and candidate.zone == zone and free >= count:
+            return candidate
+    raise EC2ClientError(
+        "ReservationCapacityExceeded",
+        "The requested reservation does not have sufficient compatible and available "
+        "capacity for this request.",
+    )
+
+
+def _place(instance: Any, reservation: _Reservation) -> None:
+    # DescribeInstances serializes the instance's attributes by their snake_case names.
+    instance.capacity_reservation_id = reservation.reservation_id
+    instance.capacity_reservation_specification = {
+        "CapacityReservationPreference": "capacity-reservations-only",
+        "CapacityReservationTarget": {"CapacityReservationId": reservation.reservation_id},
+    }
+
+
+def _instances_in(reservation_id: str) -> list[str]:
+    """The ids of the instances holding a slot of the reservation, in every backend."""
+    held: list[str] = []
+    backend: Any
+    for _, _, backend in ec2_backends.iter_backends():
+        for instance in backend.all_instances():
+            placed = getattr(instance, "capacity_reservation_id", None)
+            if placed == reservation_id and instance._state.name in _HOLDS_A_SLOT:
+                held.append(instance.id)
+    return held
 
 
 def _apply_template_shutdown_behaviour(response: InstanceResponse, reservation: Any) -> None:
@@ -226,11 +353,29 @@ def _control(request: Request) -> Response:
         if path == ["capacity-errors"] and request.method == "DELETE":
             clear_capacity_errors()
             return Response(status=204)
+        if path == ["capacity-reservations"] and request.method == "POST":
+            body = request.get_json(force=True)
+            define_capacity_reservation(
+                body["id"],
+                body["instanceType"],
+                body["zone"],
+                int(body["count"]),
+                body.get("groupArn"),
+            )
+            return Response(status=204)
+        if path == ["capacity-reservations"] and request.method == "GET":
+            listed = json.dumps(capacity_reservations())
+            return Response(listed, mimetype="application/json")
+        if path == ["capacity-reservations"] and request.method == "DELETE":
+            clear_capacity_reservations()
+            return Response(status=204)
         if len(path) == 3 and path[0] == "instances" and path[2] == "shutdown":
             state = shutdown_from_inside(path[1])
             return Response(json.dumps({"state": state}), mimetype="application/json")
     except KeyError as e:
         return Response(json.dumps({"error": e.args[0]}), status=404, mimetype="application/json")
+    except (ValueError, TypeError) as e:
+        return Response(json.dumps({"error": str(e)}), status=400, mimetype="application/json")
     return Response(json.dumps({"error": f"no such control call {request.path}"}), status=404)
 
 
@@ -273,6 +418,9 @@ class LocalAws:
     inject_capacity_error = staticmethod(inject_capacity_error)
     clear_capacity_errors = staticmethod(clear_capacity_errors)
     shutdown_from_inside = staticmethod(shutdown_from_inside)
+    define_capacity_reservation = staticmethod(define_capacity_reservation)
+    clear_capacity_reservations = staticmethod(clear_capacity_reservations)
+    capacity_reservations = staticmethod(capacity_reservations)
 
     def __enter__(self) -> LocalAws:
         return self.start()
@@ -311,6 +459,30 @@ class LocalAwsControl:
 
     def shutdown_from_inside(self, instance_id: str) -> str:
         return str(self._call("POST", f"instances/{instance_id}/shutdown")["state"])
+
+    def define_capacity_reservation(
+        self,
+        reservation_id: str,
+        instance_type: str,
+        zone: str,
+        count: int,
+        group_arn: str | None = None,
+    ) -> None:
+        body = {
+            "id": reservation_id,
+            "instanceType": instance_type,
+            "zone": zone,
+            "count": count,
+            "groupArn": group_arn,
+        }
+        self._call("POST", "capacity-reservations", body)
+
+    def clear_capacity_reservations(self) -> None:
+        self._call("DELETE", "capacity-reservations")
+
+    def capacity_reservations(self) -> list[dict[str, Any]]:
+        listed: list[dict[str, Any]] = self._call("GET", "capacity-reservations")
+        return listed
 
 
 class LocalAwsProcess:

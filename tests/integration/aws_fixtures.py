@@ -5,7 +5,7 @@ A test module uses them with ``pytest_plugins = ["tests.integration.aws_fixtures
 
 - ``local_aws``: one :class:`~orca_local.aws.LocalAwsProcess` per test session, on a
   free loopback port, in its own process so its state is its own; ``.url`` and
-  ``.control`` (capacity errors, shutdown from inside).
+  ``.control`` (capacity errors, capacity reservations, shutdown from inside).
 - ``aws_clients``: :class:`~orca.aws.clients.AwsClients` for it, with test
   credentials and a single attempt per call, so a failure shows at once.
 - ``clients_for``: makes such clients for any endpoint URL.
@@ -60,6 +60,7 @@ def local_aws() -> Iterator[LocalAwsProcess]:
 def aws_clients(local_aws: LocalAwsProcess) -> Iterator[AwsClients]:
     yield local_clients(local_aws.url)
     local_aws.control.clear_capacity_errors()
+    local_aws.control.clear_capacity_reservations()
 
 
 @pytest.fixture

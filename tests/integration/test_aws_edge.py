@@ -24,7 +24,7 @@ from orca.aws.errors import (
     UnreachableError,
 )
 from orca.aws.logs import ContainerLogs, stream_name
-from orca.aws.model import LaunchRequest, Subnet
+from orca.aws.model import LaunchRequest, ReservationChoice, Subnet
 from orca.aws.queue import StatusQueue
 from orca.aws.ratelimit import Pacer
 from orca.bundle import PodBundle
@@ -465,3 +465,129 @@ def test_launch_never_asks_for_a_public_ip_and_names_the_security_groups(
     assert raw["SubnetId"] == envelope.subnet_ids[0]
     [attached] = raw["NetworkInterfaces"]
     assert [g["GroupId"] for g in attached["Groups"]] == [envelope.security_group_id]
+
+
+# Capacity reservations (extension (e) of the local AWS).
+
+
+def _reservation_id() -> str:
+    return "cr-" + uuid.uuid4().hex[:17]
+
+
+def _group_arn() -> str:
+    return f"arn:aws:resource-groups:us-east-1:123456789012:group/pool-{uuid.uuid4().hex[:8]}"
+
+
+def test_a_group_launch_goes_into_the_group_reservation_matching_type_and_zone(
+    aws_clients: AwsClients, envelope: Envelope, fast_pacer: Pacer, local_aws: LocalAwsProcess
+) -> None:
+    ec2 = Ec2(aws_clients.ec2, fast_pacer)
+    zone = envelope.subnet_zones[envelope.subnet_ids[0]]
+    other_zone = envelope.subnet_zones[envelope.subnet_ids[1]]
+    group = _group_arn()
+    matching, wrong_type, wrong_zone, outside = (_reservation_id() for _ in range(4))
+    control = local_aws.control
+    control.define_capacity_reservation(wrong_type, "g6e.xlarge", zone, 4, group)
+    control.define_capacity_reservation(wrong_zone, "p5.48xlarge", other_zone, 4, group)
+    control.define_capacity_reservation(matching, "p5.48xlarge", zone, 2, group)
+    control.define_capacity_reservation(outside, "p5.48xlarge", zone, 4)
+    req = launch_request(
+        envelope, instance_type="p5.48xlarge", reservation=ReservationChoice.group(group)
+    )
+
+    instance = ec2.run_instance(req)
+
+    assert instance.capacity_reservation_id == matching
+    described = aws_clients.ec2.describe_instances(InstanceIds=[instance.instance_id])
+    assert described["Reservations"][0]["Instances"][0]["CapacityReservationId"] == matching
+    held = {r["id"]: r["instanceIds"] for r in control.capacity_reservations()}
+    assert held == {matching: [instance.instance_id], wrong_type: [], wrong_zone: [], outside: []}
+
+
+def test_a_full_reservation_is_a_capacity_error_until_its_instance_terminates(
+    aws_clients: AwsClients, envelope: Envelope, fast_pacer: Pacer, local_aws: LocalAwsProcess
+) -> None:
+    ec2 = Ec2(aws_clients.ec2, fast_pacer)
+    zone = envelope.subnet_zones[envelope.subnet_ids[0]]
+    reservation = _reservation_id()
+    local_aws.control.define_capacity_reservation(reservation, "p5.48xlarge", zone, 1)
+    target = ReservationChoice.reservation(reservation)
+
+    def launch() -> Any:
+        return ec2.run_instance(
+            launch_request(
+                envelope, instance_type="p5.48xlarge", pod="lab/reserved", reservation=target
+            )
+        )
+
+    first = launch()
+    with pytest.raises(CapacityError) as caught:
+        launch()
+    ec2.terminate([first.instance_id])
+    again = launch()
+
+    assert first.capacity_reservation_id == again.capacity_reservation_id == reservation
+    assert caught.value.code == "ReservationCapacityExceeded"
+    assert str(caught.value).startswith(
+        "launching p5.48xlarge for lab/reserved: ReservationCapacityExceeded: "
+        "The requested reservation does not have sufficient compatible and available capacity"
+    )
+    [listed] = [r for r in local_aws.control.capacity_reservations() if r["id"] == reservation]
+    assert listed["instanceIds"] == [again.instance_id]
+
+
+def test_a_targeted_launch_outside_the_reservation_zone_or_type_finds_no_capacity(
+    aws_clients: AwsClients, envelope: Envelope, fast_pacer: Pacer, local_aws: LocalAwsProcess
+) -> None:
+    ec2 = Ec2(aws_clients.ec2, fast_pacer)
+    zone = envelope.subnet_zones[envelope.subnet_ids[0]]
+    reservation, group = _reservation_id(), _group_arn()
+    local_aws.control.define_capacity_reservation(reservation, "p5.48xlarge", zone, 4, group)
+
+    for req in (
+        launch_request(
+            envelope,
+            instance_type="p5.48xlarge",
+            zone_index=1,
+            reservation=ReservationChoice.reservation(reservation),
+        ),
+        launch_request(
+            envelope, instance_type="g6e.xlarge", reservation=ReservationChoice.group(group)
+        ),
+        launch_request(
+            envelope, instance_type="p5.48xlarge", reservation=ReservationChoice.group(_group_arn())
+        ),
+    ):
+        with pytest.raises(CapacityError, match="ReservationCapacityExceeded"):
+            ec2.run_instance(req)
+
+
+def test_an_unknown_reservation_id_is_not_found(
+    aws_clients: AwsClients, envelope: Envelope, fast_pacer: Pacer
+) -> None:
+    ec2 = Ec2(aws_clients.ec2, fast_pacer)
+    unknown = _reservation_id()
+    req = launch_request(envelope, reservation=ReservationChoice.reservation(unknown))
+
+    with pytest.raises(NotFoundError) as caught:
+        ec2.run_instance(req)
+
+    assert caught.value.code == "InvalidCapacityReservationId.NotFound"
+    assert unknown in caught.value.aws_message
+
+
+def test_avoiding_reservations_launches_outside_a_matching_one(
+    aws_clients: AwsClients, envelope: Envelope, fast_pacer: Pacer, local_aws: LocalAwsProcess
+) -> None:
+    ec2 = Ec2(aws_clients.ec2, fast_pacer)
+    zone = envelope.subnet_zones[envelope.subnet_ids[0]]
+    reservation = _reservation_id()
+    local_aws.control.define_capacity_reservation(reservation, "p5.48xlarge", zone, 1)
+
+    avoiding = ec2.run_instance(
+        launch_request(envelope, instance_type="p5.48xlarge", reservation=ReservationChoice("none"))
+    )
+
+    assert avoiding.capacity_reservation_id is None
+    [listed] = [r for r in local_aws.control.capacity_reservations() if r["id"] == reservation]
+    assert listed["instanceIds"] == []
