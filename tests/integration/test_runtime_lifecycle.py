@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import urllib.error
 import urllib.request
+import uuid
 from typing import Any
 
 import pytest
@@ -11,7 +12,7 @@ from kubernetes import client
 
 from orca import tags
 from orca.aws.ec2 import Ec2
-from orca.aws.model import LaunchRequest
+from orca.aws.model import LaunchRequest, ReservationChoice
 from orca.kube.pods import PodApi
 from orca.reconciler import Reconciler
 from tests.integration.runtime_fixtures import Burst, case, eventually
@@ -258,3 +259,68 @@ def test_health_and_metrics_endpoint_reports_readiness_and_launches(burst: Burst
     assert status == 200
     assert 'orca_launches_total{instance_type="m7i.large",market="on-demand"} 1.0' in metrics
     assert f'orca_node_ready{{department="{burst.settings.department}"}} 1.0' in metrics
+
+
+def test_a_group_pod_waits_pending_while_the_group_is_full_then_launches_into_a_new_slot(
+    burst: Burst, local_aws: Any
+) -> None:
+    department = burst.settings.department
+    group = f"arn:aws:resource-groups:us-east-1:123456789012:group/orca-{department}-pool"
+    reservation = "cr-" + uuid.uuid4().hex[:17]
+    subnet, zone = sorted(burst.envelope.subnet_zones.items(), key=lambda item: item[1])[0]
+    local_aws.control.define_capacity_reservation(reservation, "m7i.large", zone, 1, group)
+    # Another user's instance holds the only slot; untagged, so the runtime never sees it.
+    blocker = Ec2(burst.aws.ec2).run_instance(
+        LaunchRequest(
+            instance_type="m7i.large",
+            subnet_id=subnet,
+            launch_template_id=burst.envelope.launch_templates["x86_64"],
+            client_token=f"blocker-{uuid.uuid4().hex}",
+            user_data="#!/bin/sh\n",
+            tags={"Name": "holds the reservation"},
+            reservation=ReservationChoice.group(group),
+        )
+    )
+    burst.start(capacity_reservation_group_arn=group)
+
+    try:
+        pod = burst.create(_cpu_pod("reserved", **{"orca.research/capacity-reservation": "group"}))
+        uid = pod["metadata"]["uid"]
+
+        def attempts() -> int:
+            annotations = burst.pod("default", "reserved")["metadata"].get("annotations") or {}  # type: ignore[index]
+            return int(annotations.get(tags.LAUNCH_ATTEMPT_ANNOTATION, "0"))
+
+        def waiting() -> dict[str, str] | None:
+            status = burst.pod("default", "reserved")["status"]  # type: ignore[index]
+            assert status["phase"] == "Pending"
+            state: dict[str, str] = status["containerStatuses"][0]["state"]["waiting"]
+            return state if state["reason"] == "WaitingForCapacity" else None
+
+        # Attempts 1 and 2 walk the two zones, then the pod waits; 4 means it tried again.
+        eventually(lambda: attempts() >= 4, timeout=60, what="launch attempts after a wait")
+        assert burst.instances(uid) == []
+        # Each new attempt shows Launching for a moment; between attempts the pod waits.
+        zones = ", ".join(sorted(set(burst.envelope.subnet_zones.values())))
+        assert eventually(waiting, what="WaitingForCapacity") == {
+            "reason": "WaitingForCapacity",
+            "message": f"The {department} department's capacity reservation group has no free "
+            f"m7i.large capacity in any of {zones}; the pod waits and ORCA tries again every 1 s",
+        }
+        warnings = [e for e in burst.events("default", "reserved") if e["type"] == "Warning"]
+        assert {e["reason"] for e in warnings} == {"InsufficientCapacity", "WaitingForCapacity"}
+
+        local_aws.control.define_capacity_reservation(reservation, "m7i.large", zone, 2, group)
+
+        [instance] = eventually(lambda: burst.instances(uid), timeout=30, what="a launch")
+        assert instance.capacity_reservation_id == reservation
+        assert instance.availability_zone == zone
+        launched = eventually(
+            lambda: [e for e in burst.events("default", "reserved") if e["reason"] == "Launched"],
+            what="the Launched event",
+        )
+        assert launched[0]["message"].endswith(f"in {zone} (capacity reservation {reservation})")
+        assert burst.phase("default", "reserved") == "Pending"
+    finally:
+        Ec2(burst.aws.ec2).terminate([blocker.instance_id])
+        local_aws.control.define_capacity_reservation(reservation, "m7i.large", zone, 0, group)
