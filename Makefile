@@ -23,7 +23,8 @@ DEMO_CLUSTER := --kubeconfig $(KUBECONFIG)
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test lint format bench system venv services-up services-down clean
+.PHONY: help demo test lint format bench system venv services-up services-down clean \
+	policy-packs
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -49,6 +50,9 @@ lint: venv ## Check style and types (ruff, mypy)
 format: venv ## Format the code
 	$(BIN)/ruff format runtime tests infra policies
 	$(BIN)/ruff check --fix runtime tests infra policies
+
+policy-packs: venv ## Build self-contained policy packs to publish (build/policy-packs)
+	$(BIN)/python policies/bundle.py build/policy-packs
 
 services-up: venv system ## Start moto, the Kubernetes API emulator and dockerd on loopback
 	$(BIN)/python -m orca_local.services up --state-dir $(STATE)/dev --cluster-stand-ins

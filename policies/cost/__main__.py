@@ -1,14 +1,24 @@
 """The ORCA cost policy pack: ``pulumi preview --policy-pack policies/cost``.
 
-The CLI starts this pack with the pack's own folder as the working directory, so the
-policies, shared with the safety pack, are imported from ``policies/orca_policies`` after
-putting ``policies/`` on the path. Mandatory by default: a violation stops the update.
+The CLI starts this pack with the pack's own folder as the working directory. In the
+repository the policies, shared with the safety pack, are imported from
+``policies/orca_policies`` after putting ``policies/`` on the path; a copy built for
+publishing (``policies/bundle.py``) carries them in its own folder. Mandatory by default: a
+violation stops the update.
 """
 
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# The folder that holds orca_policies: this one in a bundled copy, else policies/.
+sys.path.insert(
+    0,
+    str(
+        Path(__file__).resolve().parent
+        if Path(__file__).with_name("orca_policies").is_dir()
+        else Path(__file__).resolve().parents[1]
+    ),
+)
 
 from orca_policies import cost
 from pulumi_policy import EnforcementLevel, PolicyPack

@@ -2,7 +2,9 @@
 
 ``policies/cost`` and ``policies/safety`` are two Pulumi policy packs; each pack's
 ``__main__.py`` only puts this package on ``sys.path`` and builds its ``PolicyPack`` from
-:data:`orca_policies.cost.POLICIES` or :data:`orca_policies.safety.POLICIES`.
-:mod:`orca_policies.values` turns what the engine sends (with values unknown at preview)
-into plain data and builds policies whose checks never see an unknown value.
+:data:`orca_policies.cost.POLICIES` or :data:`orca_policies.safety.POLICIES`, which name and
+configure the checks of :mod:`orca_policies.cost_checks` and
+:mod:`orca_policies.safety_checks`. :mod:`orca_policies.values` turns what the engine sends
+into plain data, with a sentinel for each value unknown at preview, so a check skips exactly
+what it cannot know. ``policies/bundle.py`` builds self-contained copies for publishing.
 """

@@ -265,7 +265,8 @@ def committed_spend(
         report(
             "The stack reserves capacity but declares no AWS Budget and the policy has no "
             "monthlyBudgetUsd, so its commitment cannot be checked. Declare the department's "
-            "aws.budgets.Budget, or set monthlyBudgetUsd of this policy."
+            "aws.budgets.Budget, or set monthlyBudgetUsd of this policy.",
+            None,  # the stack as a whole, not one resource
         )
         return
     months = max(Decimal(1), longest_hours / HOURS_PER_MONTH)
@@ -273,10 +274,11 @@ def committed_spend(
     allowed = monthly * months * share
     if committed > allowed:
         report(
-            f"The capacity reservations commit {committed:,.0f} USD until they end "
+            f"The capacity reservations and blocks commit {committed:,.0f} USD until they end "
             f"({'; '.join(lines)}), more than {share:.0%} of the budget of {monthly:,.0f} USD "
             f"a month over those {months:.1f} months ({allowed:,.0f} USD). Reserve fewer or "
-            "cheaper instances, end the reservations sooner, or raise the budget."
+            "cheaper instances, end the reservations sooner, or raise the budget.",
+            None,  # the stack as a whole, not one resource
         )
 
 
@@ -299,7 +301,8 @@ def department_budget(
         report(
             f"The stack declares {len(budgets)} AWS Budgets; a department stack needs exactly "
             "one monthly budget on its department tag. Declare one aws.budgets.Budget (the "
-            "envelope's orca_infra.budget.Budget does)."
+            "envelope's orca_infra.budget.Budget does).",
+            None,  # the stack as a whole, not one resource
         )
         return
     budget = budgets[0]
@@ -396,7 +399,8 @@ def nat_gateways(
         report(
             f"The stack declares {len(nats)} NAT gateways ({', '.join(r.name for r in nats)}); "
             f"at most {limit}, each costs about 33 USD a month plus traffic. Route all private "
-            "subnets through one NAT gateway."
+            "subnets through one NAT gateway.",
+            None,  # the stack as a whole, not one resource
         )
 
 
@@ -417,7 +421,8 @@ def s3_gateway_endpoint(
         "The stack creates a VPC without an S3 gateway endpoint, so pod bundles and image "
         "layers cross the NAT gateway at 0.045 USD/GB. Add an aws.ec2.VpcEndpoint with "
         "vpc_endpoint_type='Gateway' and service_name='com.amazonaws.<region>.s3' on the "
-        "private route tables."
+        "private route tables.",
+        None,  # the stack as a whole, not one resource
     )
 
 

@@ -195,9 +195,14 @@ def _read_port(process: subprocess.Popen[bytes], log: Path) -> int:
 
 @contextmanager
 def running_pack(
-    name: str, *, stack: str, stack_config: Mapping[str, Any], dry_run: bool = True
+    name: str,
+    *,
+    stack: str,
+    stack_config: Mapping[str, Any],
+    dry_run: bool = True,
+    folder: Path | None = None,
 ) -> Iterator[Pack]:
-    """Start ``policies/<name>`` as the CLI does for ``stack``; stop it afterwards."""
+    """Start ``policies/<name>`` (or the pack in ``folder``) as the CLI does for ``stack``."""
     env = {
         **os.environ,
         "PULUMI_CONFIG": json.dumps(
@@ -212,7 +217,7 @@ def running_pack(
     with tempfile.NamedTemporaryFile(prefix=f"policy-{name}-", suffix=".log") as log:
         process = subprocess.Popen(
             [sys.executable, "-u", "-m", "pulumi.policy", "127.0.0.1:0", "."],
-            cwd=POLICIES / name,
+            cwd=folder or POLICIES / name,
             env=env,
             stdout=subprocess.PIPE,
             stderr=log,

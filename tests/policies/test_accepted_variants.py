@@ -12,9 +12,11 @@ from typing import Any
 
 import pytest
 
+from tests.infra.harness import end_date_in
 from tests.policies.analyzer import Item, Pack, items_from_run
 from tests.policies.conftest import department_config
 from tests.policies.crafting import (
+    CR,
     LT,
     SUBNET,
     Build,
@@ -69,6 +71,11 @@ VARIANTS = [
         ),
     ),
     Variant("cost", "capacity block with the opt-in", capacity_block, OPT_IN),
+    Variant(
+        "cost",
+        "reservation ending a day within maxDaysAhead",
+        patch(CR, lambda p: p.update(endDate=end_date_in(365))),
+    ),
     Variant(
         "cost",
         "bought capacity block within the budget",

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+import yaml
 
-from tests.infra.harness import stack_file_config
+from tests.infra.harness import EXAMPLE_DATES_WRITTEN, INFRA, stack_file_config
 from tests.policies.analyzer import Pack, items_from_run
 from tests.policies.conftest import department_config
 from tests.policies.recording import RecordedStack, record_stack
@@ -124,3 +126,13 @@ def test_reservations_that_commit_more_than_the_budget_holds_are_refused(
     assert "2 x p5.48xlarge at 55.04 USD/h" in found[0].message
     assert "budget of 25,000 USD a month" in found[0].message
     assert "raise the budget" in found[0].message
+
+
+def test_example_reservation_ends_as_far_ahead_of_today_as_when_it_was_written() -> None:
+    written = yaml.safe_load((INFRA / "Pulumi.physics.yaml").read_text())["config"]
+    ends = datetime.fromisoformat(written["orca:capacityReservations"][0]["endDate"])
+    ahead = ends.date() - EXAMPLE_DATES_WRITTEN
+
+    moved = stack_file_config("physics")["orca:capacityReservations"][0]["endDate"]
+
+    assert datetime.fromisoformat(moved).date() - datetime.now(UTC).date() == ahead
