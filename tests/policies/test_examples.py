@@ -65,6 +65,8 @@ CONFIGURABLE = {
     "ec2-nat-gateway-count": "maxNatGateways",
     "cloudwatch-log-group-retention": "maxRetentionDays",
     "ec2-launch-template-imdsv2": "maxHopLimit",
+    "ec2-subnet-no-public-ip": "burstSubnetTags",
+    "iam-role-irsa-trust-exact": "audience",
     "aws-taggable-resource-cost-tags": "requiredTags",
 }
 
