@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tests.infra import guards
-from tests.infra.harness import StackRun, run_stack, stack_file_config
+from tests.infra.harness import StackRun, end_date_in, run_stack, stack_file_config
 
 NETWORK_STACK = "campus/orca/physics"
 
@@ -72,7 +72,7 @@ def test_a_reservation_outside_the_shared_subnets_zones_is_refused(physics: Stac
         "instanceType": "c7i.4xlarge",
         "availabilityZone": "us-east-1c",
         "count": 1,
-        "endDate": "2099-01-01T00:00:00Z",
+        "endDate": end_date_in(days=90),
     }
     with pytest.raises(
         Exception,
