@@ -42,6 +42,10 @@ Extensions, each with its reason:
     (``CapacityReservationId`` in DescribeInstances), and its slot frees once it is
     shutting down or terminated. Reservations are not matched for ``open`` launches:
     ORCA's envelope makes only ``targeted`` reservations.
+(f) Terminating an instance that is already shutting down or terminated. EC2 accepts it
+    and reports the current state; moto deletes the instance's network interfaces a second
+    time and fails with ``InvalidNetworkInterfaceID.NotFound``. That happens whenever an
+    agent powers its instance off (b) and the runtime terminates it too, in either order.
 
 moto keeps its state in process-wide backends, so two :class:`LocalAws` servers
 in one process share their state; the subprocess mode (:class:`LocalAwsProcess`)
@@ -51,6 +55,7 @@ gives each server its own, and is what the tests use.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import os
@@ -68,7 +73,7 @@ from typing import Any
 from moto.core.responses import ActionResult
 from moto.ec2.exceptions import EC2ClientError
 from moto.ec2.models import ec2_backends
-from moto.ec2.models.instances import StateReason
+from moto.ec2.models.instances import Instance, InstanceState, StateReason
 from moto.ec2.responses.instances import InstanceResponse
 from moto.moto_server.werkzeug_app import (
     DomainDispatcherApplication,
@@ -85,6 +90,7 @@ CONTROL_PREFIX = "/_orca/"
 _lock = threading.RLock()
 _installed = False
 _original_run_instances: Callable[[InstanceResponse], ActionResult] | None = None
+_original_terminate: Callable[[Instance], InstanceState] | None = None
 
 
 @dataclass
@@ -113,13 +119,24 @@ _HOLDS_A_SLOT = ("pending", "running", "stopping", "stopped")
 
 def install() -> None:
     """Patch moto's EC2 in this process; safe to call more than once."""
-    global _installed, _original_run_instances
+    global _installed, _original_run_instances, _original_terminate
     with _lock:
         if _installed:
             return
         _original_run_instances = InstanceResponse.run_instances
         InstanceResponse.run_instances = _run_instances  # type: ignore[method-assign]
+        _original_terminate = Instance.terminate
+        Instance.terminate = _terminate  # type: ignore[method-assign]
         _installed = True
+
+
+def _terminate(self: Instance) -> InstanceState:
+    assert _original_terminate is not None
+    # One lock for both callers: the API's TerminateInstances and a shutdown from inside.
+    with _lock:
+        if self._state.name in ("shutting-down", "terminated"):
+            return copy.copy(self._state)
+        return _original_terminate(self)
 
 
 def inject_capacity_error(

@@ -247,6 +247,31 @@ def test_shutdown_from_inside_terminates_an_instance_that_shuts_down_into_termin
     assert "InstanceInitiatedShutdown" in seen.state_reason
 
 
+def test_terminating_an_instance_twice_reports_it_ended_as_ec2_does(
+    aws_clients: AwsClients, envelope: Envelope, fast_pacer: Pacer
+) -> None:
+    instance = Ec2(aws_clients.ec2, fast_pacer).run_instance(launch_request(envelope))
+    ids = [instance.instance_id]
+
+    aws_clients.ec2.terminate_instances(InstanceIds=ids)
+    again = aws_clients.ec2.terminate_instances(InstanceIds=ids)["TerminatingInstances"]
+
+    assert again[0]["CurrentState"]["Name"] in ("shutting-down", "terminated")
+
+
+def test_an_instance_the_runtime_terminated_can_still_power_itself_off(
+    aws_clients: AwsClients, envelope: Envelope, fast_pacer: Pacer, local_aws: LocalAwsProcess
+) -> None:
+    ec2 = Ec2(aws_clients.ec2, fast_pacer)
+    instance = ec2.run_instance(launch_request(envelope))
+    ec2.terminate([instance.instance_id])
+
+    state = local_aws.control.shutdown_from_inside(instance.instance_id)
+
+    assert state in ("shutting-down", "terminated")
+    assert ec2.get_instances([instance.instance_id])[0].state == state
+
+
 def test_check_access_passes_against_the_local_aws(
     aws_clients: AwsClients, fast_pacer: Pacer
 ) -> None:
