@@ -70,8 +70,10 @@ class PodRun:
     def phase(self) -> PodPhase:
         return self.status.phase()
 
-    def stop(self, reason: str, message: str) -> None:
-        """Ends the pod as Failed with ``reason``; containers get their grace period."""
+    def stop(self, reason: str, message: str, grace_seconds: int | None = None) -> None:
+        """Ends the pod as Failed with ``reason``; containers get their grace period, or
+        ``grace_seconds`` when the end cannot wait that long (a spot notice)."""
+        grace = self.grace_seconds if grace_seconds is None else grace_seconds
         log.warning("stopping pod %s/%s: %s", self.pod.namespace, self.pod.name, message)
         self.status.force("Failed", reason, message)
         with self.ctx.start_lock:
@@ -80,7 +82,7 @@ class PodRun:
         stoppers = [
             threading.Thread(
                 target=self.ctx.docker.stop,
-                args=(containers.container_name(self.pod, name), self.grace_seconds),
+                args=(containers.container_name(self.pod, name), grace),
                 daemon=True,
             )
             for name in names
@@ -88,7 +90,7 @@ class PodRun:
         for stopper in stoppers:
             stopper.start()
         for stopper in stoppers:
-            stopper.join(self.grace_seconds + 30)
+            stopper.join(grace + 30)
 
     def cleanup(self) -> None:
         """Removes the pod's containers and volumes (after the final report)."""
