@@ -13,9 +13,9 @@ same text is both a runnable shell script and parseable by :func:`parse_user_dat
 from __future__ import annotations
 
 import shlex
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 USER_DATA_LIMIT_BYTES = 16 * 1024
@@ -39,6 +39,24 @@ class AgentConfig(BaseModel):
     deadline: datetime  # the instance stops itself at this time, whatever happens
     # An s3:// tarball of wheels (the agent and what it needs), for AMIs without `orca`.
     agent_package_url: str | None = None
+    # Only a spot instance can be interrupted, so only it polls metadata for notices.
+    spot: bool = False
+    # The dead-man switch: the runtime's heartbeat object (s3://...) and how long the agent
+    # bears its silence before it stops the pod and powers off. Both or neither.
+    heartbeat_url: str | None = None
+    runtime_lease_seconds: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _lease_has_its_heartbeat(self) -> AgentConfig:
+        if (self.heartbeat_url is None) != (self.runtime_lease_seconds is None):
+            raise ValueError("heartbeat_url and runtime_lease_seconds go together")
+        return self
+
+    @property
+    def runtime_lease(self) -> timedelta | None:
+        if self.runtime_lease_seconds is None:
+            return None
+        return timedelta(seconds=self.runtime_lease_seconds)
 
 
 _SCRIPT = """#!/bin/bash

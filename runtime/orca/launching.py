@@ -24,6 +24,7 @@ from orca.aws.ec2 import Ec2
 from orca.aws.model import Instance, LaunchRequest, Subnet
 from orca.bootstrap import AgentConfig, render_user_data
 from orca.contract import LaunchSpec
+from orca.heartbeat import heartbeat_key
 from orca.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,10 @@ class Launcher:
             log_group=self.settings.log_group,
             deadline=deadline,
             agent_package_url=self.settings.agent_package_url,
+            spot=spec.market == "spot",
+            heartbeat_url=f"s3://{self.settings.bundle_bucket}/"
+            + heartbeat_key(self.settings.cluster_name, self.settings.department),
+            runtime_lease_seconds=int(self.settings.runtime_lease.total_seconds()),
         )
         request = LaunchRequest(
             instance_type=spec.instance_type.name,

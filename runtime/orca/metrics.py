@@ -54,6 +54,18 @@ class Metrics:
             registry=self.registry,
         ).labels(**labels)
 
+        self.heartbeat_written = Gauge(
+            "orca_heartbeat_written_timestamp_seconds",
+            "When the runtime last wrote its heartbeat, which keeps agents' dead-man switches "
+            "from stopping their pods (Unix time)",
+            registry=self.registry,
+        )
+        self.heartbeat_failures = Counter(
+            "orca_heartbeat_failures",
+            "Heartbeat writes that failed (agents stop their pods after a lease without one)",
+            registry=self.registry,
+        )
+
     def observe_instances(self, instances: Iterable[Instance]) -> None:
         counts = Tally(instance.state for instance in instances)
         for state in ("pending", "running", "shutting-down", "stopping", "stopped"):

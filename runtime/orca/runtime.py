@@ -10,12 +10,14 @@ from orca import tags
 from orca.aws.bundles import BundleStore
 from orca.aws.clients import AwsClients
 from orca.aws.ec2 import Ec2
+from orca.aws.heartbeats import HeartbeatStore
 from orca.aws.logs import ContainerLogs
 from orca.aws.queue import StatusQueue
 from orca.catalog import CachedCatalog
 from orca.controller import PodController
 from orca.garbage_collection import GarbageCollector
 from orca.health import HealthServer
+from orca.heartbeat_writer import HeartbeatWriter
 from orca.kube.client import api_client
 from orca.kube.events import EventRecorder
 from orca.kube.nodes import NodeApi
@@ -40,6 +42,7 @@ class Runtime:
     kubelet: KubeletApi | None = None
     catalog: CachedCatalog | None = None
     health: HealthServer | None = None
+    heartbeat: HeartbeatWriter | None = None
 
     def warm_catalog(self) -> None:
         if self.catalog is not None:
@@ -65,6 +68,8 @@ class Runtime:
             raise
         self.node.start()
         self.controller.start()
+        if self.heartbeat is not None:
+            self.heartbeat.start()
         if self.health is not None:
             self.health.start()
         log.info(
@@ -83,6 +88,9 @@ class Runtime:
         )
         if self.health is not None:
             self.health.stop()
+        # The last heartbeat stays: agents keep their pods for a lease, for the next runtime.
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
         self.controller.stop()
         self.node.stop()
         if self.kubelet is not None:
@@ -132,15 +140,27 @@ def build_runtime(settings: Settings, aws: AwsClients | None = None) -> Runtime:
         tags.ownership_filter(cluster=settings.cluster_name, department=settings.department),
     )
     kubelet = build_kubelet_api(settings, observed, ContainerLogs(aws.logs, settings.log_group))
+    heartbeat = HeartbeatWriter(
+        HeartbeatStore.of_department(
+            aws.s3, settings.bundle_bucket, settings.cluster_name, settings.department
+        ),
+        cluster=settings.cluster_name,
+        department=settings.department,
+        lease=settings.runtime_lease,
+        on_written=lambda time: metrics.heartbeat_written.set(time.timestamp()),
+        on_failed=metrics.heartbeat_failures.inc,
+    )
     return Runtime(
         settings=settings,
         node=node,
         controller=controller,
         kubelet=kubelet,
         catalog=catalog,
+        heartbeat=heartbeat,
         health=HealthServer(
             metrics.registry,
-            alive=controller.alive,
+            # A dead heartbeat loop would let every agent stop its pod: restart instead.
+            alive=lambda: controller.alive() and heartbeat.alive(),
             ready=lambda: node.node is not None and observed.pods_synced.is_set(),
             host=settings.listen_address,
             port=settings.health_port,

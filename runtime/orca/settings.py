@@ -120,6 +120,12 @@ class Settings(BaseSettings):
     # An instance whose agent has not reported this long after launch is ended: a boot
     # that failed must not bill until the pod's deadline.
     agent_report_timeout_seconds: float = Field(default=600.0, gt=0)
+    # The dead-man switch: an agent that has not seen this runtime's heartbeat for this long
+    # stops its pod and powers off. The runtime writes it every lease / 6. A lease shorter
+    # than a runtime restart (a rolling update) would end every burst pod with it.
+    runtime_lease: timedelta = Field(
+        default=timedelta(minutes=15), ge=timedelta(minutes=5), le=timedelta(days=1)
+    )
     # How long a pod waits after every zone reported no capacity before ORCA tries again.
     capacity_retry_seconds: float = Field(default=60.0, gt=0)
     # SQS long polling: one receive waits up to this long for agent reports (SQS allows 20).
