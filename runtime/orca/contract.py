@@ -4,6 +4,7 @@
 :class:`LaunchSpec` or raises :class:`ContractError` carrying one
 :class:`Rejection` per problem, each naming the annotation, the value given and
 what is allowed, so the pod's Events tell the researcher exactly what to fix.
+Spec fields the agent cannot honour (:mod:`orca.spec_support`) are rejected here too.
 Nothing here talks to AWS or Kubernetes.
 """
 
@@ -19,9 +20,11 @@ from typing import Any
 
 import durationpy
 
-from orca import tags
+from orca import spec_support, tags
 from orca.aws.model import OPEN_RESERVATIONS, Market, ReservationChoice
 from orca.catalog import Catalog, InstanceType
+from orca.rejections import ContractError as ContractError  # re-exported
+from orca.rejections import Rejection as Rejection  # re-exported
 from orca.resources import InvalidResourceQuantity, effective_requests, fits
 from orca.settings import Settings
 from orca.tags import PREFIX
@@ -66,26 +69,6 @@ RESERVATION_CHOICES = (
     "reservation), group (only the department's reservation group) or a reservation id "
     "(cr- and 17 hex digits)"
 )
-
-
-@dataclass(frozen=True)
-class Rejection:
-    """One reason a pod cannot burst, in words a researcher can act on."""
-
-    annotation: str
-    value: str | None
-    problem: str
-    allowed: str
-
-    def message(self) -> str:
-        given = "is not set" if self.value is None else f"is {self.value!r}"
-        return f"{self.annotation} {given}: {self.problem}. Allowed: {self.allowed}."
-
-
-class ContractError(Exception):
-    def __init__(self, rejections: Sequence[Rejection]) -> None:
-        self.rejections = tuple(rejections)
-        super().__init__("; ".join(r.message() for r in self.rejections))
 
 
 @dataclass(frozen=True)
@@ -146,6 +129,7 @@ class _Resolver:
         root_volume = self._root_volume()
         reservation = self._reservation(market)
         self._unsupported_yet()
+        self.rejections += spec_support.refusals(self.spec, self.settings)
         kind = self._launch_template_kind(instance_type)
         if self.rejections:
             raise ContractError(self.rejections)

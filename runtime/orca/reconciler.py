@@ -21,6 +21,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from orca import capacity_reservations, tags
@@ -39,6 +40,7 @@ from orca.launching import Launcher, client_token
 from orca.messages import StatusReport
 from orca.metrics import Metrics
 from orca.observed import Observed, Pod
+from orca.registry_auth import InvalidPullSecret
 from orca.settings import Settings
 from orca.status import verified_phase
 from orca.workqueue import WorkQueue
@@ -209,12 +211,13 @@ class Reconciler:
         except ContractError as e:
             self.metrics.rejections.inc()
             for rejection in e.rejections:
-                self.events.warning(pod, "InvalidAnnotation", rejection.message())
-            message = e.rejections[0].message()
+                self.events.warning(pod, rejection.reason, rejection.message())
+            first = e.rejections[0]
+            message = first.message()
             if len(e.rejections) > 1:
                 message += f" (and {len(e.rejections) - 1} more problems: see the pod's events)"
             self._set_status(
-                pod, pod_status.failed_status(pod, "InvalidAnnotation", message, self.clock())
+                pod, pod_status.failed_status(pod, first.reason, message, self.clock())
             )
             return None
 
@@ -261,8 +264,18 @@ class Reconciler:
     ) -> None:
         uid = pod["metadata"]["uid"]
         try:
-            bundle = build_bundle(pod, self.pods)
-        except MissingReference as e:
+            bundle = build_bundle(
+                pod,
+                self.pods,
+                deadline=deadline,
+                now=self.clock(),
+                allocatable={
+                    "cpu": Decimal(spec.instance_type.vcpus),
+                    "memory": Decimal(spec.instance_type.memory_mib * 2**20),
+                },
+                warn=lambda message: self.events.warning(pod, "TokenLifetime", message),
+            )
+        except (MissingReference, InvalidPullSecret) as e:
             message = f"{e}; the pod waits until it exists"
             self.events.warning(pod, "CreateContainerConfigError", message)
             self._set_status(

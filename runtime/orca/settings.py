@@ -103,6 +103,10 @@ class Settings(BaseSettings):
     # the Pulumi program sets it when the stack has reservations.
     capacity_reservation_group_arn: str | None = None
 
+    # Privileged containers and capabilities beyond Docker's defaults reach the instance's
+    # kernel and devices; a department whose pods need them opts in (default: refused).
+    allow_privileged: bool = False
+
     allowed_instance_types: list[str] = Field(default_factory=lambda: ["*"], min_length=1)
     workload_templates: dict[str, WorkloadTemplate] = Field(default_factory=dict)
     limits: NodeLimits = Field(default_factory=NodeLimits)

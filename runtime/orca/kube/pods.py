@@ -113,3 +113,23 @@ class PodApi:
             if e.status == 404:
                 return None
             raise
+
+    def request_token(
+        self, namespace: str, service_account: str, spec: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
+        """A TokenRequest for the service account (as a kubelet makes for projected tokens);
+        its status (``token``, ``expirationTimestamp``), or None if the account is missing."""
+        request = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": dict(spec),
+        }
+        try:
+            response = self.core.create_namespaced_service_account_token(
+                service_account, namespace, request, _preload_content=False
+            )
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+        return body(response)["status"]  # type: ignore[no-any-return]
