@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -231,16 +232,11 @@ def test_containers_running_together_get_disjoint_gpus() -> None:
 def test_memory_emptydir_is_a_tmpfs_volume_and_subpath_a_bind_mount() -> None:
     pod = PodRef("1234abcd-aaaa-bbbb-cccc-000000000000", "ns", "p")
     spec = {
-        "volumes": [
-            {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
-            {"name": "kube-api-access-x1", "projected": {"sources": []}},
-        ],
+        "volumes": [{"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}}],
         "containers": [],
     }
     plan = containers.plan_volumes(pod, spec)
-    plan = containers.VolumePlan(
-        volumes=plan.volumes, skipped=plan.skipped, mountpoints={"orca-1234abcd-shm": "/v/shm"}
-    )
+    plan = replace(plan, mountpoints={"orca-1234abcd-shm": "/v/shm"})
 
     assert containers.volume_create_argv(pod, plan.volumes["shm"]) == [
         "volume",
@@ -259,7 +255,6 @@ def test_memory_emptydir_is_a_tmpfs_volume_and_subpath_a_bind_mount() -> None:
         f"o=size={2**30}",
         "orca-1234abcd-shm",
     ]
-    assert plan.skipped == ("kube-api-access-x1",)
     mount = {"name": "shm", "mountPath": "/dev/shm", "subPath": "a", "readOnly": True}
     assert containers._mount_args(mount, plan) == [
         "--mount",
@@ -267,12 +262,69 @@ def test_memory_emptydir_is_a_tmpfs_volume_and_subpath_a_bind_mount() -> None:
     ]
 
 
-def test_secret_volumes_are_refused_as_unsupported() -> None:
+def test_file_volumes_are_bind_mounted_read_only_from_the_pods_private_directory() -> None:
+    pod = PodRef("1234abcd-aaaa-bbbb-cccc-000000000000", "ns", "p")
+    spec = {
+        "volumes": [
+            {"name": "creds", "secret": {"secretName": "s"}},
+            {"name": "config", "configMap": {"name": "c"}},
+            {"name": "kube-api-access-x1", "projected": {"sources": []}},
+            {"name": "info", "downwardAPI": {"items": []}},
+        ],
+        "containers": [
+            {
+                "name": "train",
+                "image": "busybox:1.36",
+                "volumeMounts": [
+                    {"name": "creds", "mountPath": "/etc/creds"},
+                    {"name": "config", "mountPath": "/etc/app/app.yaml", "subPath": "app.yaml"},
+                    {
+                        "name": "kube-api-access-x1",
+                        "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
+                        "readOnly": True,
+                    },
+                    {"name": "info", "mountPath": "/etc/pod info"},
+                ],
+            }
+        ],
+    }
+    options = RuntimeOptions(ulimits=(), pod_root="/run/orca/pods")
+
+    argv = invocation_for(pod, spec, "train", options=options).argv
+
+    base = f"/run/orca/pods/{pod.uid}/volumes"
+    mounts = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--mount"]
+    assert mounts == [
+        f"type=bind,source={base}/creds,target=/etc/creds,readonly",
+        f"type=bind,source={base}/config/app.yaml,target=/etc/app/app.yaml,readonly",
+        f"type=bind,source={base}/kube-api-access-x1,"
+        "target=/var/run/secrets/kubernetes.io/serviceaccount,readonly",
+        f"type=bind,source={base}/info,target=/etc/pod info,readonly",
+    ]
+
+
+def test_volumes_the_agent_cannot_provide_are_listed_as_unsupported() -> None:
     plan = containers.plan_volumes(
-        PodRef("u", "ns", "p"), {"volumes": [{"name": "creds", "secret": {"secretName": "s"}}]}
+        PodRef("u", "ns", "p"),
+        {
+            "volumes": [
+                {"name": "data", "hostPath": {"path": "/mnt"}},
+                {"name": "e", "emptyDir": {}},
+            ]
+        },
     )
 
-    assert plan.unsupported == ("creds (secret)",)
+    assert plan.unsupported == ("data (hostPath)",)
+
+
+def test_allowed_privilege_becomes_docker_flags() -> None:
+    pod = PodRef("u", "ns", "p")
+    context = {"privileged": True, "capabilities": {"add": ["SYS_ADMIN"], "drop": ["ALL"]}}
+    spec = {"containers": [{"name": "c", "image": "i", "securityContext": context}]}
+
+    argv = invocation_for(pod, spec, "c", options=RuntimeOptions(ulimits=())).argv
+
+    assert argv[-6:] == ("--privileged", "--cap-add", "SYS_ADMIN", "--cap-drop", "ALL", "i")
 
 
 @pytest.mark.parametrize(

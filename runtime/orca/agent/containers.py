@@ -20,7 +20,13 @@ kubelet's:
   ``--memory-swap`` (no swap, so exceeding the limit is an OOM kill, exit 137),
   ``nvidia.com/gpu`` -> ``--gpus``;
 - ``emptyDir`` volumes are Docker volumes named per pod and mounted in each
-  container that lists them (``medium: Memory`` makes a tmpfs-backed volume).
+  container that lists them (``medium: Memory`` makes a tmpfs-backed volume);
+- ``configMap``, ``secret``, ``downwardAPI`` and ``projected`` volumes are directories
+  the agent writes from the bundle under the pod's private directory on the host
+  (:mod:`orca.agent.volumes`), bind-mounted read-only, as a kubelet always mounts them;
+  ``subPath`` binds one file or subdirectory of them;
+- ``privileged`` and ``capabilities`` (which the runtime refuses unless the department
+  allows privilege) become ``--privileged``, ``--cap-add`` and ``--cap-drop``.
 """
 
 from __future__ import annotations
@@ -38,9 +44,11 @@ CONTAINER_LABEL = tags.PREFIX + "container"
 # Docker's --ulimit defaults on the ECS AMI are low for training jobs; containerd under
 # the kubelet gives 1048576 open files, and NCCL over EFA needs unlimited locked memory.
 DEFAULT_ULIMITS = ("nofile=1048576:1048576", "memlock=-1:-1")
-# Kubernetes' projected service-account token volume: there is no API server to
-# serve a token to on the instance, so the volume is left out (see plan_volumes).
-_SERVICE_ACCOUNT_VOLUME = re.compile(r"^kube-api-access-")
+# Volumes whose files the runtime resolves into the bundle.
+FILE_VOLUMES = ("configMap", "secret", "downwardAPI", "projected")
+# Per-pod host directories (volume files, Docker config) live on a tmpfs, readable by root
+# only: they hold Secrets, which must not reach the instance's disk.
+DEFAULT_POD_ROOT = "/run/orca/pods"
 _REFERENCE = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 
 
@@ -56,6 +64,8 @@ class RuntimeOptions:
     # Docker refuses a --cpus above the host's CPU count. On EC2 the contract already
     # made the pod fit its instance; the emulator's host is smaller than the instances.
     host_cpus: int | None = None
+    # Where each pod's private directory is made (one per pod UID).
+    pod_root: str = DEFAULT_POD_ROOT
 
 
 @dataclass(frozen=True)
@@ -82,7 +92,8 @@ class DockerVolume:
 @dataclass(frozen=True)
 class VolumePlan:
     volumes: dict[str, DockerVolume] = field(default_factory=dict)
-    skipped: tuple[str, ...] = ()
+    # Pod volume name -> its directory of files on the host (configMap, secret, ...).
+    files: Mapping[str, str] = field(default_factory=dict)
     unsupported: tuple[str, ...] = ()
     # Docker volume name -> its directory on the host, for subPath mounts.
     mountpoints: Mapping[str, str] = field(default_factory=dict)
@@ -131,10 +142,17 @@ def pull_policy(container: Mapping[str, Any]) -> str:
     return "Always" if tag == "latest" else "IfNotPresent"
 
 
-def plan_volumes(pod: PodRef, spec: Mapping[str, Any]) -> VolumePlan:
-    """The Docker volumes for a pod's ``volumes``, and those that cannot be had here."""
+def pod_directory(pod: PodRef, options: RuntimeOptions) -> str:
+    """The pod's private directory on the host (volume files, registry credentials)."""
+    return f"{options.pod_root}/{pod.uid}"
+
+
+def plan_volumes(pod: PodRef, spec: Mapping[str, Any], pod_dir: str | None = None) -> VolumePlan:
+    """The Docker volumes and file directories for a pod's ``volumes``, and those that
+    cannot be had here (the runtime refuses them; a bundle from elsewhere may not)."""
+    pod_dir = pod_dir or pod_directory(pod, RuntimeOptions())
     volumes: dict[str, DockerVolume] = {}
-    skipped: list[str] = []
+    files: dict[str, str] = {}
     unsupported: list[str] = []
     for volume in spec.get("volumes") or []:
         name = str(volume["name"])
@@ -147,12 +165,12 @@ def plan_volumes(pod: PodRef, spec: Mapping[str, Any]) -> VolumePlan:
                 tmpfs=empty_dir.get("medium") == "Memory",
                 tmpfs_size=quantities.docker_bytes(size) if size is not None else None,
             )
-        elif "projected" in volume and _SERVICE_ACCOUNT_VOLUME.match(name):
-            skipped.append(name)
+        elif any(kind in volume for kind in FILE_VOLUMES):
+            files[name] = f"{pod_dir}/volumes/{name}"
         else:
             kind = next((key for key in volume if key != "name"), "unknown")
             unsupported.append(f"{name} ({kind})")
-    return VolumePlan(volumes=volumes, skipped=tuple(skipped), unsupported=tuple(unsupported))
+    return VolumePlan(volumes=volumes, files=files, unsupported=tuple(unsupported))
 
 
 def volume_create_argv(pod: PodRef, volume: DockerVolume) -> list[str]:
@@ -276,18 +294,27 @@ def _security_args(spec: Mapping[str, Any], container: Mapping[str, Any]) -> lis
         args += ["--user", f"0:{group}"]
     if context.get("readOnlyRootFilesystem"):
         args.append("--read-only")
+    if context.get("privileged"):
+        args.append("--privileged")
+    capabilities = context.get("capabilities") or {}
+    for option, key in (("--cap-add", "add"), ("--cap-drop", "drop")):
+        for capability in capabilities.get(key) or []:
+            args += [option, str(capability)]
     return args
 
 
 def _mount_args(mount: Mapping[str, Any], volumes: VolumePlan) -> list[str]:
     pod_volume = str(mount["name"])
-    if pod_volume in volumes.skipped:
-        return []
+    target = str(mount["mountPath"])
+    sub_path = mount.get("subPath")
+    if pod_volume in volumes.files:
+        # Kubernetes mounts these read-only whatever the mount says (since 1.9.4).
+        source = volumes.files[pod_volume] + (f"/{sub_path}" if sub_path else "")
+        fields = ["type=bind", f"source={source}", f"target={target}", "readonly"]
+        return ["--mount", ",".join(_csv_field(f) for f in fields)]
     volume = volumes.volumes.get(pod_volume)
     if volume is None:
         raise ValueError(f"volumeMount {pod_volume!r} names no volume this instance can provide")
-    target = str(mount["mountPath"])
-    sub_path = mount.get("subPath")
     if sub_path:
         # Docker 20.10 has no volume-subpath option, so the subdirectory is bind-mounted.
         base = volumes.mountpoints.get(volume.name)

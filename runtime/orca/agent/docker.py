@@ -109,10 +109,16 @@ class DockerCli:
             == 0
         )
 
-    def pull(self, image: str, stop: threading.Event) -> None:
-        """``docker pull``; a set ``stop`` kills it (a deadline must not wait for a registry)."""
+    def pull(self, image: str, stop: threading.Event, config_dir: str | None = None) -> None:
+        """``docker pull``; a set ``stop`` kills it (a deadline must not wait for a registry).
+
+        ``config_dir`` is a Docker config directory holding the registry's credential: it
+        reaches the CLI as ``DOCKER_CONFIG``, never on its command line.
+        """
+        env = {**os.environ, "DOCKER_CONFIG": config_dir} if config_dir else None
         process = subprocess.Popen(
             self.command(["pull", "--quiet", image]),
+            env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,

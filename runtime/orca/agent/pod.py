@@ -14,12 +14,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
-from orca.agent import containers
+from orca.agent import containers, volumes
 from orca.agent.containers import PodRef, RuntimeOptions
 from orca.agent.docker import DockerCli, DockerError
 from orca.agent.logship import LogSink
+from orca.agent.registry import PullCredentials, ecr_client
 from orca.agent.status import PodStatus, Snapshot
 from orca.agent.supervisor import ContainerSupervisor, PodContext, Tuning
 from orca.bundle import PodBundle
@@ -40,9 +42,12 @@ class PodRun:
         publish: Callable[[Snapshot], None],
         options: RuntimeOptions,
         tuning: Tuning,
+        ecr: Callable[[str], Any] = ecr_client,
     ) -> None:
         self.pod = PodRef(bundle.pod_uid, bundle.namespace, bundle.name)
         self.spec: dict[str, Any] = bundle.spec
+        self.bundle = bundle
+        self.directory = containers.pod_directory(self.pod, options)
         self.status = PodStatus.for_spec(self.spec, publish)
         self.ctx = PodContext(
             pod=self.pod,
@@ -51,9 +56,12 @@ class PodRun:
             status=self.status,
             docker=docker,
             logs=logs,
-            volumes=containers.plan_volumes(self.pod, self.spec),
+            volumes=containers.plan_volumes(self.pod, self.spec, self.directory),
             options=options,
             tuning=tuning,
+            credentials=PullCredentials(
+                f"{self.directory}/docker", bundle.registry_credentials, ecr=ecr
+            ),
         )
         self.finished = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pod", daemon=True)
@@ -75,7 +83,7 @@ class PodRun:
         ``grace_seconds`` when the end cannot wait that long (a spot notice)."""
         grace = self.grace_seconds if grace_seconds is None else grace_seconds
         log.warning("stopping pod %s/%s: %s", self.pod.namespace, self.pod.name, message)
-        self.status.force("Failed", reason, message)
+        self.status.stopping("Failed", reason, message)
         with self.ctx.start_lock:
             self.ctx.stopping.set()
         names = [*self.status.init, *self.status.main]
@@ -91,10 +99,14 @@ class PodRun:
             stopper.start()
         for stopper in stoppers:
             stopper.join(grace + 30)
+        # The supervisors record the containers' real ends before the phase is sealed.
+        self.finished.wait(10)
+        self.status.force("Failed", reason, message)
 
     def cleanup(self) -> None:
         """Removes the pod's containers and volumes (after the final report)."""
         self.ctx.docker.remove_pod(self.pod.uid)
+        volumes.remove_pod_directory(self.directory)
 
     def _run(self) -> None:
         try:
@@ -109,30 +121,31 @@ class PodRun:
 
     def _prepare(self) -> bool:
         """Creates the pod's volumes; False (pod Failed) if it asks for what cannot be had."""
-        volumes = self.ctx.volumes
-        for name in volumes.skipped:
-            log.warning(
-                "volume %s (service-account token) is not mounted: no API server here", name
-            )
-        if volumes.unsupported:
+        plan = self.ctx.volumes
+        if plan.unsupported:
             self.status.force(
                 "Failed",
                 "UnsupportedVolume",
-                f"volumes {', '.join(volumes.unsupported)} cannot be provided on a burst "
-                "instance; only emptyDir volumes can",
+                f"volumes {', '.join(plan.unsupported)} cannot be provided on a burst "
+                "instance; only emptyDir, configMap, secret, downwardAPI and projected can",
             )
+            return False
+        fs_group = (self.spec.get("securityContext") or {}).get("fsGroup")
+        try:
+            volumes.make_pod_directory(self.directory)
+            volumes.write_volumes(plan.files, self.bundle.volumes, fs_group)
+        except (OSError, ValueError) as e:
+            self.status.force("Failed", "VolumeError", f"writing the pod's volumes failed: {e}")
             return False
         try:
             mountpoints = {}
-            for volume in volumes.volumes.values():
+            for volume in plan.volumes.values():
                 self.ctx.docker.volume_create(containers.volume_create_argv(self.pod, volume))
                 mountpoints[volume.name] = self.ctx.docker.volume_mountpoint(volume.name)
         except DockerError as e:
             self.status.force("Failed", "VolumeError", f"creating the pod's volumes failed: {e}")
             return False
-        self.ctx.volumes = containers.VolumePlan(
-            volumes=volumes.volumes, skipped=volumes.skipped, mountpoints=mountpoints
-        )
+        self.ctx.volumes = replace(plan, mountpoints=mountpoints)
 
         inits = self.spec.get("initContainers") or []
         mains = self.spec.get("containers") or []

@@ -24,7 +24,9 @@ from orca.agent import containers
 from orca.agent.containers import PodRef, RuntimeOptions, VolumePlan
 from orca.agent.docker import DockerCli, DockerError
 from orca.agent.logship import LogShipper, LogSink
+from orca.agent.registry import PullCredentials
 from orca.agent.status import PodStatus
+from orca.aws.errors import AwsError
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,8 @@ class PodContext:
     # Held while a container starts and while a stop begins, so no start slips past a stop.
     start_lock: threading.Lock = field(default_factory=threading.Lock)
     gpus: dict[str, str] = field(default_factory=dict)
+    # Registry credentials for pulls; None: pull as the host's Docker is configured.
+    credentials: PullCredentials | None = None
 
 
 class ContainerSupervisor:
@@ -131,9 +135,11 @@ class ContainerSupervisor:
             else:
                 try:
                     log.info("pulling image %s for container %s", image, self.name)
-                    self.ctx.docker.pull(image, self.ctx.stopping)
+                    credentials = self.ctx.credentials
+                    config_dir = credentials.config_dir(image) if credentials else None
+                    self.ctx.docker.pull(image, self.ctx.stopping, config_dir)
                     return not self.ctx.stopping.is_set()
-                except DockerError as e:
+                except (DockerError, AwsError) as e:
                     log.warning("%s; retrying in %.0fs", e, backoff)
                     self._waiting("ErrImagePull", str(e))
             if self.ctx.stopping.wait(backoff):
