@@ -18,6 +18,7 @@ _SUBRESOURCE_VERBS: dict[str, tuple[str, tuple[str, ...]]] = {
     "status": ("", ("get", "patch", "update")),
     "binding": ("Binding", ("create",)),
     "log": ("Pod", ("get",)),
+    "token": ("TokenRequest", ("create",)),
 }
 
 
@@ -74,15 +75,17 @@ def resource_list(group_name: str, version_name: str) -> Obj | None:
         resources.append(_entry(rt))
         for sub in rt.subresources:
             kind, verbs = _SUBRESOURCE_VERBS[sub]
-            resources.append(
-                {
-                    "name": f"{rt.plural}/{sub}",
-                    "singularName": "",
-                    "namespaced": rt.namespaced,
-                    "kind": kind or rt.kind,
-                    "verbs": list(verbs),
-                }
-            )
+            entry: Obj = {
+                "name": f"{rt.plural}/{sub}",
+                "singularName": "",
+                "namespaced": rt.namespaced,
+                "kind": kind or rt.kind,
+                "verbs": list(verbs),
+            }
+            if sub == "token":
+                # A subresource of a core resource, served in another group's kind.
+                entry.update({"group": "authentication.k8s.io", "version": "v1"})
+            resources.append(entry)
     gv = f"{group_name}/{version_name}" if group_name else version_name
     return {
         "kind": "APIResourceList",

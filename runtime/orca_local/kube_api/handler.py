@@ -209,6 +209,9 @@ class ApiHandler(BaseHTTPRequestHandler):
                     "code": 201,
                 },
             )
+        if method == "POST" and route.subresource == "token":
+            token = self.state.tokens.request(ns, route.name or "", self._json_body())
+            return self._send_json(201, token)
         if method == "POST" and route.name is None:
             return self._send_json(201, reg.create(rt, ns, self._json_body(), dry_run))
         if method == "PUT" and route.name:

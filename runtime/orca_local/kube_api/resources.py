@@ -53,7 +53,7 @@ RESOURCES: tuple[ResourceType, ...] = (
     ResourceType("", "v1", "events", "Event", True, ("ev",)),
     ResourceType("", "v1", "configmaps", "ConfigMap", True, ("cm",)),
     ResourceType("", "v1", "secrets", "Secret", True),
-    ResourceType("", "v1", "serviceaccounts", "ServiceAccount", True, ("sa",)),
+    ResourceType("", "v1", "serviceaccounts", "ServiceAccount", True, ("sa",), ("token",)),
     ResourceType("", "v1", "services", "Service", True, ("svc",), ("status",), categories=("all",)),
     ResourceType("coordination.k8s.io", "v1", "leases", "Lease", True),
     ResourceType("batch", "v1", "jobs", "Job", True, (), ("status",), categories=("all",)),

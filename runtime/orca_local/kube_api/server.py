@@ -22,6 +22,7 @@ from .handler import ApiHandler
 from .logs import KubeletTLS
 from .objects import Registry
 from .store import Store
+from .tokens import TokenIssuer
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ class ApiState:
     """What every request handler shares."""
 
     registry: Registry
+    tokens: TokenIssuer
     kubelet_tls: KubeletTLS = field(default_factory=KubeletTLS)
     bookmark_interval: float = 30.0
 
@@ -53,7 +55,9 @@ class KubeApiServer:
     """A Kubernetes API server emulator listening on ``host:port`` (port 0: any free one).
 
     ``watch_window`` bounds the watch event history (older resourceVersions get 410 Gone);
-    ``bookmark_interval`` is how long a quiet watch waits before sending a BOOKMARK.
+    ``bookmark_interval`` is how long a quiet watch waits before sending a BOOKMARK;
+    ``max_token_seconds`` caps service-account tokens (the server's
+    ``--service-account-max-token-expiration``; None: no cap).
     """
 
     def __init__(
@@ -64,11 +68,15 @@ class KubeApiServer:
         kubelet_tls: KubeletTLS | None = None,
         watch_window: int = 1000,
         bookmark_interval: float = 30.0,
+        max_token_seconds: int | None = None,
     ) -> None:
         self.store = Store(window=watch_window)
         self.registry = Registry(self.store)
         self._httpd = _Server((host, port), ApiHandler)
-        self._httpd.state = ApiState(self.registry, kubelet_tls or KubeletTLS(), bookmark_interval)
+        self.tokens = TokenIssuer(self.store, max_token_seconds)
+        self._httpd.state = ApiState(
+            self.registry, self.tokens, kubelet_tls or KubeletTLS(), bookmark_interval
+        )
         self._thread: threading.Thread | None = None
 
     @property
