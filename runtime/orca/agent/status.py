@@ -107,6 +107,8 @@ class PodStatus:
     main: dict[str, ContainerStatus]
     on_change: Callable[[Snapshot], None] = lambda snapshot: None
     forced_phase: PodPhase | None = None
+    # The phase the pod ends in once the containers an early stop is stopping are gone.
+    stopping_as: PodPhase | None = None
     reason: str | None = None
     message: str | None = None
     _lock: threading.RLock = field(default_factory=threading.RLock)
@@ -154,13 +156,28 @@ class PodStatus:
             self.forced_phase, self.reason, self.message = phase, reason, message
             self.on_change(self.snapshot())
 
+    def stopping(self, phase: PodPhase, reason: str, message: str) -> None:
+        """The pod is being stopped early (deadline, spot notice, node shutdown): reports say
+        why at once, but the phase turns ``phase`` only when the containers have stopped
+        (then :meth:`force` seals it). A terminal phase sooner would let the runtime end the
+        instance while the containers still have their grace period, as a kubelet keeps a
+        terminating pod Running until its containers are gone."""
+        with self._lock:
+            if self.phase() in TERMINAL_PHASES:
+                return
+            self.stopping_as, self.reason, self.message = phase, reason, message
+            self.on_change(self.snapshot())
+
     def phase(self) -> PodPhase:
         with self._lock:
             if self.forced_phase is not None:
                 return self.forced_phase
-            return compute_phase(
+            computed = compute_phase(
                 self.restart_policy, list(self.init.values()), list(self.main.values())
             )
+            if self.stopping_as is not None and computed in TERMINAL_PHASES:
+                return self.stopping_as
+            return computed
 
     def snapshot(self) -> Snapshot:
         with self._lock:
