@@ -469,8 +469,13 @@ class Reconciler:
         if report.sequence <= applied:
             return
         described = _describe(instance) if instance else report.instance_id
+        before = (pod.get("status") or {}).get("phase")
         new = pod_status.reported_status(pod, report, described, self.clock())
         self._container_events(pod, new)
+        # The agent ended the pod itself (a spot notice, a silent runtime, its deadline):
+        # its reason is also the pod's Warning Event, as when the runtime ends a pod.
+        if new["phase"] == "Failed" and before != "Failed" and report.reason:
+            self.events.warning(pod, report.reason, report.message or report.reason)
         self._set_status(pod, new)
         pod = self._annotate(pod, {tags.REPORT_SEQUENCE_ANNOTATION: str(report.sequence)})
         if new["phase"] in TERMINAL_PHASES:

@@ -26,8 +26,9 @@ Extensions, each with its reason:
     times or until cleared, so tests can drive fallbacks and waiting.
 (d) A control endpoint for the extensions when the server is another process
     (``python -m orca_local.aws``): ``POST /_orca/capacity-errors``,
-    ``DELETE /_orca/capacity-errors``, ``POST /_orca/instances/<id>/shutdown`` and the
-    capacity reservation calls of (e), used through :class:`LocalAwsControl`.
+    ``DELETE /_orca/capacity-errors``, ``POST /_orca/instances/<id>/shutdown``, the
+    capacity reservation calls of (e) and the spot calls of (g), used through
+    :class:`LocalAwsControl`.
 (e) On-Demand Capacity Reservations and RunInstances' ``CapacityReservationSpecification``.
     ORCA launches a pod that asks for ``capacity-reservation: group`` or a ``cr-`` id only
     into that capacity; moto implements no reservations and ignores the specification.
@@ -46,6 +47,14 @@ Extensions, each with its reason:
     and reports the current state; moto deletes the instance's network interfaces a second
     time and fails with ``InvalidNetworkInterfaceID.NotFound``. That happens whenever an
     agent powers its instance off (b) and the runtime terminates it too, in either order.
+(g) Spot interruptions. EC2 gives a spot instance about two minutes' notice (in its
+    instance metadata) before it reclaims it; moto never interrupts anything.
+    :func:`interrupt_spot_instance` records that EC2 has decided to reclaim a spot instance
+    at a time (``POST /_orca/instances/<id>/spot-interruption``), and ``GET
+    /_orca/spot-interruptions`` lists the notices, which the instance emulator serves to
+    the instance's agent as IMDS would. :func:`reclaim_spot_instance` (``POST
+    /_orca/instances/<id>/spot-reclaim``) is EC2 taking the instance at that time: it is
+    terminated with EC2's state reason ``Server.SpotInstanceTermination``.
 
 moto keeps its state in process-wide backends, so two :class:`LocalAws` servers
 in one process share their state; the subprocess mode (:class:`LocalAwsProcess`)
@@ -67,6 +76,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +123,8 @@ class _Reservation:
 
 
 _reservations: dict[str, _Reservation] = {}
+# Spot instances EC2 has decided to reclaim, with their instance-action notices.
+_spot_interruptions: dict[str, dict[str, str]] = {}
 # A slot is taken while its instance is in one of these states.
 _HOLDS_A_SLOT = ("pending", "running", "stopping", "stopped")
 
@@ -209,6 +221,55 @@ def shutdown_from_inside(instance_id: str) -> str:
             log.info("instance %s shut down from inside: %s", instance_id, state)
             return state
     raise KeyError(f"no instance {instance_id} in the local AWS")
+
+
+def _find_instance(instance_id: str) -> tuple[Any, Instance]:
+    backend: Any
+    for _, _, backend in ec2_backends.iter_backends():
+        instance = next((i for i in backend.all_instances() if i.id == instance_id), None)
+        if instance is not None:
+            return backend, instance
+    raise KeyError(f"no instance {instance_id} in the local AWS")
+
+
+def interrupt_spot_instance(instance_id: str, warning_seconds: float = 120.0) -> dict[str, str]:
+    """EC2 decides to reclaim a spot instance ``warning_seconds`` from now; returns the
+    notice its instance metadata serves (``spot/instance-action``)."""
+    with _lock:
+        _, instance = _find_instance(instance_id)
+        if instance.lifecycle != "spot":
+            raise ValueError(f"{instance_id} is not a spot instance; EC2 interrupts only those")
+        if instance_id not in _spot_interruptions:
+            when = datetime.now(UTC) + timedelta(seconds=warning_seconds)
+            _spot_interruptions[instance_id] = {
+                "action": "terminate",
+                "time": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            }
+            log.info("spot instance %s is interrupted at %s", instance_id, when)
+        return dict(_spot_interruptions[instance_id])
+
+
+def spot_interruptions() -> dict[str, dict[str, str]]:
+    """Every spot interruption notice, by instance id."""
+    with _lock:
+        return {key: dict(value) for key, value in _spot_interruptions.items()}
+
+
+def reclaim_spot_instance(instance_id: str) -> str:
+    """EC2 takes an interrupted spot instance back; returns the state it lands in."""
+    with _lock:
+        backend, instance = _find_instance(instance_id)
+        if instance_id not in _spot_interruptions:
+            raise ValueError(f"{instance_id} has no spot interruption notice")
+        if instance._state.name in ("pending", "running"):
+            backend.terminate_instances([instance_id])
+            instance.state_reason = StateReason(
+                "Server.SpotInstanceTermination: Spot instance termination",
+                "Server.SpotInstanceTermination",
+            )
+            log.info("spot instance %s reclaimed", instance_id)
+        state: str = instance._state.name
+        return state
 
 
 def _run_instances(self: InstanceResponse) -> ActionResult:
@@ -389,6 +450,15 @@ def _control(request: Request) -> Response:
         if len(path) == 3 and path[0] == "instances" and path[2] == "shutdown":
             state = shutdown_from_inside(path[1])
             return Response(json.dumps({"state": state}), mimetype="application/json")
+        if path[:1] == ["instances"] and path[2:] == ["spot-interruption"]:
+            body = request.get_json(force=True, silent=True) or {}
+            notice = interrupt_spot_instance(path[1], float(body.get("warningSeconds", 120)))
+            return Response(json.dumps(notice), mimetype="application/json")
+        if path[:1] == ["instances"] and path[2:] == ["spot-reclaim"]:
+            state = reclaim_spot_instance(path[1])
+            return Response(json.dumps({"state": state}), mimetype="application/json")
+        if path == ["spot-interruptions"] and request.method == "GET":
+            return Response(json.dumps(spot_interruptions()), mimetype="application/json")
     except KeyError as e:
         return Response(json.dumps({"error": e.args[0]}), status=404, mimetype="application/json")
     except (ValueError, TypeError) as e:
@@ -438,6 +508,9 @@ class LocalAws:
     define_capacity_reservation = staticmethod(define_capacity_reservation)
     clear_capacity_reservations = staticmethod(clear_capacity_reservations)
     capacity_reservations = staticmethod(capacity_reservations)
+    interrupt_spot_instance = staticmethod(interrupt_spot_instance)
+    spot_interruptions = staticmethod(spot_interruptions)
+    reclaim_spot_instance = staticmethod(reclaim_spot_instance)
 
     def __enter__(self) -> LocalAws:
         return self.start()
@@ -500,6 +573,22 @@ class LocalAwsControl:
     def capacity_reservations(self) -> list[dict[str, Any]]:
         listed: list[dict[str, Any]] = self._call("GET", "capacity-reservations")
         return listed
+
+    def interrupt_spot_instance(
+        self, instance_id: str, warning_seconds: float = 120.0
+    ) -> dict[str, str]:
+        body = {"warningSeconds": warning_seconds}
+        notice: dict[str, str] = self._call(
+            "POST", f"instances/{instance_id}/spot-interruption", body
+        )
+        return notice
+
+    def spot_interruptions(self) -> dict[str, dict[str, str]]:
+        listed: dict[str, dict[str, str]] = self._call("GET", "spot-interruptions")
+        return listed
+
+    def reclaim_spot_instance(self, instance_id: str) -> str:
+        return str(self._call("POST", f"instances/{instance_id}/spot-reclaim")["state"])
 
 
 class LocalAwsProcess:

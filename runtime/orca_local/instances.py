@@ -19,6 +19,16 @@ it ``terminated``). An instance terminated from outside (by the runtime) has its
 agent killed and its containers removed within a second or two, as when the
 hypervisor pulls the plug.
 
+Spot interruptions: EC2 warns a spot instance about two minutes before it
+reclaims it, through the instance metadata path ``spot/instance-action``. Here
+:meth:`InstanceEmulator.interrupt_spot` writes that notice to the file named by
+``ORCA_AGENT_SPOT_NOTICE_FILE``, which the agent's host reads in place of IMDS,
+and once the notice's time has come, EC2 (the local AWS) reclaims the instance
+if it is still running. A spot interruption can also be asked of the local AWS
+(``LocalAwsControl.interrupt_spot_instance``), which is how a test or a person
+interrupts an instance of an emulator in another process: the emulator picks up
+the local AWS's notices on every poll.
+
 Images: no registry is reachable, so before the agent starts, each image the
 pod names is *emulated* by a local image (:mod:`orca_local.images`): the local
 image is tagged with the pod's image reference (``docker tag
@@ -32,6 +42,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -41,17 +52,26 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orca
 from orca import tags
 from orca.agent.docker import DockerCli, DockerError
-from orca.agent.host import INSTANCE_ID_VAR, POWEROFF_FILE_VAR, PRIVATE_IP_VAR
+from orca.agent.host import (
+    INSTANCE_ID_VAR,
+    POWEROFF_FILE_VAR,
+    PRIVATE_IP_VAR,
+    SPOT_NOTICE_FILE_VAR,
+)
 from orca.aws.bundles import BundleStore, parse_s3_url
 from orca.aws.errors import AwsError, aws_call
 from orca.bootstrap import AgentConfig, parse_user_data
 from orca_local.images import DEFAULT_IMAGE_MAP, ensure_images, local_image_for
+
+if TYPE_CHECKING:
+    from orca_local.aws import LocalAwsControl
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +90,9 @@ class EmulatedInstance:
     killed: bool = False
     ended: bool = False  # the agent exited by itself
     booted_at: float = field(default_factory=time.monotonic)
+    # When EC2 reclaims it, once it has been given a spot interruption notice.
+    reclaim_at: datetime | None = None
+    reclaimed: bool = False
 
     @property
     def poweroff_file(self) -> Path:
@@ -78,6 +101,10 @@ class EmulatedInstance:
     @property
     def agent_log(self) -> Path:
         return self.workdir / "agent.log"
+
+    @property
+    def spot_notice_file(self) -> Path:
+        return self.workdir / "spot-instance-action"
 
 
 class InstanceEmulator:
@@ -105,7 +132,8 @@ class InstanceEmulator:
         self.docker = DockerCli(docker_host)
         self.state_dir = state_dir
         self.image_map = image_map
-        self._power_off = power_off or _control_power_off(endpoint_url)
+        self._control = _control(endpoint_url)
+        self._power_off = power_off or self._control.shutdown_from_inside
         self.poll_interval = poll_interval
         # Only instances with these tags (say, one department's) are booted here.
         self.tag_filter = dict(tag_filter or {})
@@ -162,6 +190,46 @@ class InstanceEmulator:
             over = instance.killed or instance.ended
             if state not in _BOOTING_STATES and not over:
                 self._kill(instance_id, f"instance is {state}")
+        self._serve_spot_notices(states)
+
+    def interrupt_spot(
+        self, instance_id: str, warning: timedelta = timedelta(minutes=2)
+    ) -> datetime:
+        """EC2's spot interruption notice for an instance of this emulator: its agent reads
+        it where it would read IMDS, and the instance is reclaimed at the notice's time."""
+        # EC2 (the local AWS) decides; refused for an instance that is not spot.
+        notice = self._control.interrupt_spot_instance(instance_id, warning.total_seconds())
+        self._write_notice(instance_id, notice)
+        return _parse_time(notice["time"])
+
+    def _write_notice(self, instance_id: str, notice: dict[str, str]) -> None:
+        instance = self.instances.get(instance_id)
+        if instance is None:
+            raise KeyError(f"{instance_id} is not an instance of this emulator")
+        if instance.reclaim_at is not None:
+            return
+        instance.workdir.mkdir(parents=True, exist_ok=True)
+        # Written whole, then renamed: the agent never reads half a notice.
+        partial = instance.spot_notice_file.with_suffix(".partial")
+        partial.write_text(json.dumps(notice))
+        partial.replace(instance.spot_notice_file)
+        instance.reclaim_at = _parse_time(notice["time"])
+        log.info("%s: spot interruption notice, reclaimed at %s", instance_id, notice["time"])
+
+    def _serve_spot_notices(self, states: Mapping[str, tuple[str, str | None]]) -> None:
+        """Notices asked of the local AWS reach their agents; due instances are reclaimed."""
+        for instance_id, notice in self._control.spot_interruptions().items():
+            instance = self.instances.get(instance_id)
+            if instance is not None and instance.reclaim_at is None:
+                self._write_notice(instance_id, notice)
+        now = datetime.now(UTC)
+        for instance_id, instance in list(self.instances.items()):
+            due = instance.reclaim_at is not None and now >= instance.reclaim_at
+            live = states.get(instance_id, ("gone", None))[0] in _BOOTING_STATES
+            if due and live and not instance.reclaimed:
+                instance.reclaimed = True
+                state = self._control.reclaim_spot_instance(instance_id)
+                log.info("%s: reclaimed by EC2 at its notice's time: now %s", instance_id, state)
 
     def _instance_states(self) -> dict[str, tuple[str, str | None]]:
         filters = [
@@ -266,6 +334,7 @@ class InstanceEmulator:
                 INSTANCE_ID_VAR: instance.instance_id,
                 PRIVATE_IP_VAR: instance.private_ip or "",
                 POWEROFF_FILE_VAR: str(instance.poweroff_file),
+                SPOT_NOTICE_FILE_VAR: str(instance.spot_notice_file),
             }
         )
         return env
@@ -309,10 +378,14 @@ class InstanceEmulator:
         log.info("%s: %s; agent and containers killed", instance_id, why)
 
 
-def _control_power_off(endpoint_url: str) -> Callable[[str], object]:
+def _control(endpoint_url: str) -> LocalAwsControl:
     from orca_local.aws import LocalAwsControl
 
-    return LocalAwsControl(endpoint_url).shutdown_from_inside
+    return LocalAwsControl(endpoint_url)
+
+
+def _parse_time(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""The machine the agent runs on: who it is, and how it powers itself off.
+"""The machine the agent runs on: who it is, whether EC2 is reclaiming it, how it powers off.
 
 On EC2 (:class:`Ec2Host`) identity comes from the instance metadata service
 with IMDSv2 (a session token from a PUT, then GETs carrying it). The agent
@@ -10,19 +10,25 @@ Power-off is
 ``systemctl poweroff`` (``shutdown -h now`` where systemd is absent); the
 instance's shutdown behaviour ``terminate`` turns that into a termination.
 
+Spot interruption notices: ``GET /latest/meta-data/spot/instance-action``
+answers 404 until EC2 decides to reclaim a spot instance, then 200 with
+``{"action": "terminate", "time": "2026-12-04T07:00:00Z"}``, about two minutes
+ahead. :meth:`Host.spot_notice` returns that time, or None; trouble reaching
+IMDS is logged and reads as no notice, so the agent keeps running its pod.
+
 The local instance emulator runs this same agent with an
 :class:`EmulatedHost`: it sets ``ORCA_AGENT_INSTANCE_ID`` and
 ``ORCA_AGENT_PRIVATE_IP`` from the local EC2, and powering off means writing
 the reason to ``ORCA_AGENT_POWEROFF_FILE``, which the emulator (playing the
-hypervisor) turns into an instance shut down from inside. Only the emulator
-sets these variables.
-
-Spot interruption notices are a later issue; :meth:`Host.spot_notice` is the
-seam where the agent will poll for them.
+hypervisor) turns into an instance shut down from inside. When the emulator is
+told to interrupt a spot instance it writes IMDS's notice document to
+``ORCA_AGENT_SPOT_NOTICE_FILE``, which stands for the metadata path. Only the
+emulator sets these variables.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -38,6 +44,7 @@ log = logging.getLogger(__name__)
 INSTANCE_ID_VAR = "ORCA_AGENT_INSTANCE_ID"
 PRIVATE_IP_VAR = "ORCA_AGENT_PRIVATE_IP"
 POWEROFF_FILE_VAR = "ORCA_AGENT_POWEROFF_FILE"
+SPOT_NOTICE_FILE_VAR = "ORCA_AGENT_SPOT_NOTICE_FILE"
 
 IMDS_URL = "http://169.254.169.254"
 _TOKEN_TTL_SECONDS = 21600
@@ -55,12 +62,24 @@ class Host(Protocol):
     def shutdown(self, reason: str) -> None: ...
 
     def spot_notice(self) -> datetime | None:
-        """When EC2 will interrupt this spot instance, if it said so (not polled yet)."""
+        """When EC2 will interrupt this spot instance, if it has said so; None otherwise."""
         ...
 
 
 class HostError(Exception):
     """The host could not tell who it is or could not power off."""
+
+
+def parse_instance_action(body: str | bytes) -> datetime:
+    """The time of a ``spot/instance-action`` document; ValueError if it is not one."""
+    try:
+        document = json.loads(body)
+        when = datetime.fromisoformat(str(document["time"]).replace("Z", "+00:00"))
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"not a spot instance-action document: {body!r}") from e
+    if when.tzinfo is None:
+        raise ValueError(f"the instance-action time has no zone: {body!r}")
+    return when
 
 
 class Ec2Host:
@@ -72,6 +91,7 @@ class Ec2Host:
         self._base_url = base_url
         self._timeout = timeout
         self._cache: dict[str, str] = {}
+        self._notice_trouble = False
 
     def _token(self) -> str:
         request = urllib.request.Request(
@@ -108,7 +128,36 @@ class Ec2Host:
         return self.metadata("local-ipv4")
 
     def spot_notice(self) -> datetime | None:
-        return None
+        url = f"{self._base_url}/latest/meta-data/spot/instance-action"
+        try:
+            token = self._token()
+        except (urllib.error.URLError, OSError) as e:
+            self._trouble(f"no IMDSv2 token from {self._base_url}: {e}")
+            return None
+        try:
+            request = urllib.request.Request(url, headers={"X-aws-ec2-metadata-token": token})
+            with urllib.request.urlopen(request, timeout=self._timeout) as response:
+                body = response.read()
+            when = parse_instance_action(body)
+        except urllib.error.HTTPError as e:
+            # 404 is IMDS saying "no interruption scheduled", the usual answer.
+            if e.code == 404:
+                self._notice_trouble = False
+                return None
+            self._trouble(f"IMDS answered {e.code} for {url}")
+            return None
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            self._trouble(f"reading {url} failed: {e}")
+            return None
+        self._notice_trouble = False
+        log.warning("EC2 is interrupting this spot instance at %s: %s", when.isoformat(), body)
+        return when
+
+    def _trouble(self, problem: str) -> None:
+        # Once per spell of trouble: the agent asks every few seconds.
+        if not self._notice_trouble:
+            log.warning("%s; no spot notice is assumed until it answers", problem)
+        self._notice_trouble = True
 
     def shutdown(self, reason: str) -> None:
         log.info("powering off: %s", reason)
@@ -126,10 +175,17 @@ class EmulatedHost:
 
     emulated = True
 
-    def __init__(self, instance_id: str, private_ip: str | None, poweroff_file: str) -> None:
+    def __init__(
+        self,
+        instance_id: str,
+        private_ip: str | None,
+        poweroff_file: str,
+        spot_notice_file: str | None = None,
+    ) -> None:
         self._instance_id = instance_id
         self._private_ip = private_ip
         self._poweroff_file = poweroff_file
+        self._spot_notice_file = spot_notice_file
 
     def instance_id(self) -> str:
         return self._instance_id
@@ -138,7 +194,20 @@ class EmulatedHost:
         return self._private_ip
 
     def spot_notice(self) -> datetime | None:
-        return None
+        if self._spot_notice_file is None:
+            return None
+        try:
+            with open(self._spot_notice_file, "rb") as handle:
+                body = handle.read()
+        except FileNotFoundError:
+            return None
+        try:
+            when = parse_instance_action(body)
+        except ValueError as e:
+            log.warning("%s: %s", self._spot_notice_file, e)
+            return None
+        log.warning("the emulator is interrupting this spot instance at %s", when.isoformat())
+        return when
 
     def shutdown(self, reason: str) -> None:
         log.info("powering off: %s", reason)
@@ -155,4 +224,9 @@ def host_from_environment(environ: Mapping[str, str] | None = None) -> Host:
     poweroff_file = env.get(POWEROFF_FILE_VAR)
     if not poweroff_file:
         raise HostError(f"{INSTANCE_ID_VAR} is set but {POWEROFF_FILE_VAR} is not")
-    return EmulatedHost(instance_id, env.get(PRIVATE_IP_VAR) or None, poweroff_file)
+    return EmulatedHost(
+        instance_id,
+        env.get(PRIVATE_IP_VAR) or None,
+        poweroff_file,
+        env.get(SPOT_NOTICE_FILE_VAR) or None,
+    )

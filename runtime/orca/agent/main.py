@@ -6,11 +6,22 @@ runs the pod (:class:`~orca.agent.pod.PodRun`), reports every change to the
 status queue, and when the pod is over sends the final report, removes the
 containers and volumes, and powers the instance off, which terminates it.
 
-Two things end a pod early: the instance's deadline (``config.deadline``, the
-pod's max-lifetime: containers are stopped and the pod is reported ``Failed``
-with reason ``DeadlineExceeded``) and SIGTERM to the agent (the machine is
-shutting down: containers are stopped gracefully and the pod is reported
-``Failed``/``Terminated``, as the kubelet's graceful node shutdown does).
+Four things end a pod early, each stopping the containers gracefully and
+reporting the pod ``Failed`` with a reason:
+
+- the instance's deadline (``config.deadline``, the pod's max-lifetime):
+  ``DeadlineExceeded``;
+- a spot interruption notice (polled every 5 s on spot instances only):
+  ``SpotInterrupted``, with the notice's time; the containers get the pod's
+  ``terminationGracePeriodSeconds`` but no more than leaves time to report and
+  power off before EC2 reclaims the instance;
+- the runtime silent longer than its lease (the dead-man switch, reading the
+  runtime's heartbeat about once a minute): ``RuntimeSilent``;
+- SIGTERM to the agent (the machine is shutting down): ``Terminated``, as the
+  kubelet's graceful node shutdown does; the agent then leaves powering off to
+  whoever is shutting the machine down.
+
+The spot and heartbeat checks run in :class:`~orca.agent.watch.Watch`.
 
 The agent logs to stderr (journald on the instance); it never logs environment
 values, which may hold Secrets.
@@ -37,18 +48,23 @@ from orca.agent.pod import PodRun
 from orca.agent.reporter import StatusReporter
 from orca.agent.status import TERMINAL_PHASES, Snapshot
 from orca.agent.supervisor import Tuning
+from orca.agent.watch import DeadManSwitch, Ending, SpotWatch, Watch, WatchTimings, stop_grace
 from orca.aws.bundles import BundleStore, parse_s3_url
 from orca.aws.clients import AwsClients
 from orca.aws.errors import AwsError
+from orca.aws.heartbeats import HeartbeatStore
 from orca.aws.logs import ContainerLogs
 from orca.aws.queue import StatusQueue
 from orca.bootstrap import AgentConfig
 from orca.bundle import PodBundle
+from orca.heartbeat import read_interval
 
 log = logging.getLogger(__name__)
 
 _BUNDLE_ATTEMPTS = 8
 _REPORT_FLUSH_SECONDS = 120.0
+# What a power-off takes once the agent calls it, kept free before a spot notice's time.
+_POWEROFF_SECONDS = 5.0
 
 
 def _utcnow() -> datetime:
@@ -57,10 +73,15 @@ def _utcnow() -> datetime:
 
 @dataclass
 class _Stop:
-    """Why the agent is ending the pod early, set from a signal handler or the deadline."""
+    """Why the agent is ending the pod early, set from a signal handler or the watch."""
 
     requested: threading.Event
     signal_name: str | None = None
+    ending: Ending | None = None
+
+    def end(self, ending: Ending) -> None:
+        self.ending = ending
+        self.requested.set()
 
 
 def run_agent(
@@ -71,6 +92,7 @@ def run_agent(
     docker: DockerCli | None = None,
     options: RuntimeOptions | None = None,
     tuning: Tuning | None = None,
+    timings: WatchTimings | None = None,
     clock: Callable[[], datetime] = _utcnow,
     handle_signals: bool = True,
 ) -> str:
@@ -80,6 +102,8 @@ def run_agent(
     if options is None:
         options = emulated_options() if host.emulated else RuntimeOptions()
     tuning = tuning or Tuning()
+    timings = timings or WatchTimings()
+    started = clock()
     instance_id = host.instance_id()
     log.info("agent on %s for pod %s (uid %s)", instance_id, config.pod, config.pod_uid)
 
@@ -94,17 +118,59 @@ def run_agent(
     if handle_signals and threading.current_thread() is threading.main_thread():
         _install_signal_handlers(stop)
 
+    watch = _watch(config, host, instance_id, clients, timings, clock, started, stop)
     phase = "Failed"
     try:
-        phase = _run_pod(config, docker, clients, reporter, options, tuning, clock, stop)
+        watch.start()
+        phase = _run_pod(config, docker, clients, reporter, options, tuning, timings, clock, stop)
     finally:
-        if not reporter.flush(_REPORT_FLUSH_SECONDS):
-            log.error("the final status report was not delivered in %.0fs", _REPORT_FLUSH_SECONDS)
+        watch.stop()
+        flush_for = _flush_seconds(stop.ending, clock())
+        if not reporter.flush(flush_for):
+            log.error("the final status report was not delivered in %.0fs", flush_for)
         reporter.close()
         # On SIGTERM the machine is already going down (or an operator stopped the agent).
         if stop.signal_name is None:
-            host.shutdown(f"pod {config.pod} ended {phase}")
+            why = f" ({stop.ending.reason})" if stop.ending else ""
+            host.shutdown(f"pod {config.pod} ended {phase}{why}")
     return phase
+
+
+def _watch(
+    config: AgentConfig,
+    host: Host,
+    instance_id: str,
+    clients: AwsClients,
+    timings: WatchTimings,
+    clock: Callable[[], datetime],
+    started: datetime,
+    stop: _Stop,
+) -> Watch:
+    """The safety nets this instance needs: spot notices on spot, the dead-man switch
+    when the runtime gave a lease."""
+    checks = []
+    if config.spot:
+        checks.append((timings.spot_poll, SpotWatch(host, instance_id).check))
+    lease = config.runtime_lease
+    if lease is not None and config.heartbeat_url is not None:
+        store = HeartbeatStore.at(clients.s3, config.heartbeat_url)
+        read_every = timings.heartbeat_read or read_interval(lease).total_seconds()
+        checks.append((read_every, DeadManSwitch(store, lease, started).check))
+        log.info(
+            "dead-man switch: the pod stops if %s is older than %.0f s (read every %.0f s)",
+            store.url,
+            lease.total_seconds(),
+            read_every,
+        )
+    return Watch(checks, clock=clock, on_ending=stop.end)
+
+
+def _flush_seconds(ending: Ending | None, now: datetime) -> float:
+    """How long the final report may take: before the power-off a spot notice allows."""
+    if ending is None or ending.finish_by is None:
+        return _REPORT_FLUSH_SECONDS
+    left = (ending.finish_by - now).total_seconds() - _POWEROFF_SECONDS
+    return max(1.0, min(_REPORT_FLUSH_SECONDS, left))
 
 
 def emulated_options() -> RuntimeOptions:
@@ -120,16 +186,16 @@ def _run_pod(
     reporter: StatusReporter,
     options: RuntimeOptions,
     tuning: Tuning,
+    timings: WatchTimings,
     clock: Callable[[], datetime],
     stop: _Stop,
 ) -> str:
     bundle = _fetch_bundle(config, clients, stop)
     if bundle is None:
-        reporter.publish(
-            Snapshot(
-                "Failed", "BundleUnavailable", f"pod bundle {config.bundle_url} unreadable", [], []
-            )
-        )
+        reason, message = "BundleUnavailable", f"pod bundle {config.bundle_url} unreadable"
+        if stop.ending is not None:
+            reason, message = stop.ending.reason, stop.ending.message
+        reporter.publish(Snapshot("Failed", reason, message, [], []))
         return "Failed"
 
     run = PodRun(
@@ -145,7 +211,13 @@ def _run_pod(
     while not run.finished.wait(0.25):
         if stopped:
             continue
-        if stop.requested.is_set():
+        if stop.requested.is_set() and stop.ending is not None:
+            ending = stop.ending
+            grace = stop_grace(run.grace_seconds, clock(), ending.finish_by, timings.spot_reserve)
+            log.warning("%s: %s; containers get %d s to stop", ending.reason, ending.message, grace)
+            run.stop(ending.reason, ending.message, grace_seconds=grace)
+            stopped = True
+        elif stop.requested.is_set():
             run.stop("Terminated", "Pod was terminated in response to imminent node shutdown.")
             stopped = True
         elif clock() >= config.deadline:
