@@ -75,6 +75,8 @@ instance_identity = InstanceIdentity(
         key_arn=storage.key.arn,
         log_group_arn=storage.log_group.arn,
         status_queue_arn=storage.status_queue.arn,
+        cluster=config.cluster_name,
+        department=config.department,
         tags=tags,
     ),
     in_aws,

@@ -26,6 +26,8 @@ class InstanceIdentityArgs:
     key_arn: pulumi.Input[str]
     log_group_arn: pulumi.Input[str]
     status_queue_arn: pulumi.Input[str]
+    cluster: str
+    department: str
     tags: dict[str, str]
 
 
@@ -40,7 +42,10 @@ class InstanceIdentity(pulumi.ComponentResource):
 
         self.role = aws.iam.Role(
             f"{name}-role",
-            description="ORCA burst instances: read pod bundles, write logs, report status",
+            description=(
+                "ORCA burst instances: read pod bundles and the runtime heartbeat, write logs, "
+                "report status"
+            ),
             assume_role_policy=json.dumps(policies.instance_trust()),
             tags=args.tags,
             opts=child,
@@ -53,7 +58,11 @@ class InstanceIdentity(pulumi.ComponentResource):
                 key_arn=args.key_arn,
                 log_group_arn=args.log_group_arn,
                 status_queue_arn=args.status_queue_arn,
-            ).apply(lambda v: json.dumps(policies.instance_policy(**v))),
+            ).apply(
+                lambda v: json.dumps(
+                    policies.instance_policy(cluster=args.cluster, department=args.department, **v)
+                )
+            ),
             opts=child,
         )
         self.profile = aws.iam.InstanceProfile(

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from orca import tags
+from orca.heartbeat import heartbeat_key
 
 SERVICE_ACCOUNT_AUDIENCE = "sts.amazonaws.com"
 # Tags that decide whose an instance is and who pays for it: set at launch, never changed.
@@ -202,6 +203,13 @@ def runtime_policy(scope: RuntimeScope) -> Document:
             "Resource": f"{scope.bucket_arn}/bundles/*",
         },
         {
+            # The dead-man switch's heartbeat: this department's one object, write only.
+            "Sid": "WriteTheRuntimeHeartbeat",
+            "Effect": "Allow",
+            "Action": "s3:PutObject",
+            "Resource": heartbeat_arn(scope.bucket_arn, scope.cluster, scope.department),
+        },
+        {
             "Sid": "UseTheStackKey",
             "Effect": "Allow",
             "Action": ["kms:GenerateDataKey", "kms:Decrypt"],
@@ -239,16 +247,36 @@ def instance_trust() -> Document:
     )
 
 
+def heartbeat_arn(bucket_arn: str, cluster: str, department: str) -> str:
+    """The runtime's heartbeat object, which the agents' dead-man switches read."""
+    return f"{bucket_arn}/{heartbeat_key(cluster, department)}"
+
+
 def instance_policy(
-    *, bucket_arn: str, key_arn: str, log_group_arn: str, status_queue_arn: str
+    *,
+    bucket_arn: str,
+    key_arn: str,
+    log_group_arn: str,
+    status_queue_arn: str,
+    cluster: str,
+    department: str,
 ) -> Document:
-    """What the agent on a burst instance needs: its bundle, its log streams, its reports."""
+    """What the agent on a burst instance needs: its bundle, its log streams, its reports,
+    and the runtime's heartbeat."""
     return _document(
         {
             "Sid": "ReadPodBundles",
             "Effect": "Allow",
             "Action": "s3:GetObject",
             "Resource": f"{bucket_arn}/bundles/*",
+        },
+        {
+            # Without s3:ListBucket a missing heartbeat reads as AccessDenied, not NoSuchKey;
+            # the agent counts both as silence, so listing is not granted.
+            "Sid": "ReadTheRuntimeHeartbeat",
+            "Effect": "Allow",
+            "Action": "s3:GetObject",
+            "Resource": heartbeat_arn(bucket_arn, cluster, department),
         },
         {
             "Sid": "DecryptPodBundles",

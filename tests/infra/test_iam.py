@@ -198,3 +198,23 @@ def test_with_irsa_no_static_credentials_exist(physics: StackRun) -> None:
     assert physics.of_type("kubernetes:core/v1:Secret") == []
     assert physics.outputs["runtimeCredentials"] == "irsa"
     assert physics.warnings == []
+
+
+def test_runtime_writes_only_its_own_heartbeat_and_instances_only_read_it(
+    physics: StackRun,
+) -> None:
+    runtime = _policy(physics, "aws:iam/rolePolicy:RolePolicy", "runtime")
+    instance = _policy(physics, "aws:iam/rolePolicy:RolePolicy", "instance")
+    bucket = physics.one("aws:s3/bucket:Bucket").outputs["arn"]
+    heartbeat = f"{bucket}/heartbeats/campus/physics.json"
+
+    write = _statement(runtime, "WriteTheRuntimeHeartbeat")
+    read = _statement(instance, "ReadTheRuntimeHeartbeat")
+
+    assert (write["Action"], write["Resource"]) == ("s3:PutObject", heartbeat)
+    assert (read["Action"], read["Resource"]) == ("s3:GetObject", heartbeat)
+    # Nothing else reaches the heartbeats: the bundle grants stop at bundles/.
+    for document in (runtime, instance):
+        s3 = [s for s in document["Statement"] if "s3:" in json.dumps(s["Action"])]
+        assert {s["Resource"] for s in s3} <= {f"{bucket}/bundles/*", heartbeat}
+    assert not any("s3:PutObject" in json.dumps(s["Action"]) for s in instance["Statement"])
