@@ -4,8 +4,10 @@ The runtime's ClusterRole covers its node (create, list and watch cannot be limi
 name; changes can), the pods bound to it and their status, and events. Its node lease is
 granted by a Role in ``kube-node-lease``.
 
-A pod's env may name Secrets and ConfigMaps; the runtime reads them to put the values in the
-pod's encrypted bundle, so it needs ``get`` on them in every namespace whose pods burst.
+A pod's env and volumes may name Secrets and ConfigMaps, and its volumes may project a
+service account token; the runtime reads them (and requests the token, bound to the pod, as a
+kubelet does) to put them in the pod's encrypted bundle, so it needs ``get`` on ConfigMaps and
+Secrets and ``create`` on ``serviceaccounts/token`` in every namespace whose pods burst.
 That grant is a ClusterRole of its own: bound cluster-wide by default (the runtime can then
 read every Secret in the cluster), or, with ``orca:burstNamespaces``, bound by a RoleBinding
 in each listed namespace only. Those namespaces must exist before ``pulumi up``.
@@ -86,10 +88,14 @@ def runtime_rbac(
         opts=child,
     )
 
-    # A pod's env names ConfigMaps and Secrets; they travel in its encrypted bundle.
+    # A pod's env and volumes name ConfigMaps, Secrets and service account tokens; they
+    # travel in its encrypted bundle.
     pod_env = cluster_role(
         "pod-env",
-        [{"apiGroups": [""], "resources": ["configmaps", "secrets"], "verbs": ["get"]}],
+        [
+            {"apiGroups": [""], "resources": ["configmaps", "secrets"], "verbs": ["get"]},
+            {"apiGroups": [""], "resources": ["serviceaccounts/token"], "verbs": ["create"]},
+        ],
     )
     if not config.burst_namespaces:
         # Cluster-wide: the runtime can read every Secret in the cluster. Set

@@ -230,6 +230,8 @@ def test_rbac_is_limited_to_what_one_virtual_node_needs(physics: StackRun) -> No
     assert _granted(_role(physics, "-pod-env")["rules"]) == {
         ("secrets", "get"),
         ("configmaps", "get"),
+        # Projected service account tokens, requested bound to the pod as a kubelet does.
+        ("serviceaccounts/token", "create"),
     }
     for role in physics.of_type(CLUSTER_ROLE):
         assert not any(v == "*" or r == "*" for r, v in _granted(role.inputs["rules"]))
