@@ -107,7 +107,11 @@ class _Resolver:
         zones: Sequence[str],
     ) -> None:
         metadata = pod.get("metadata") or {}
-        self.annotations: Mapping[str, str] = metadata.get("annotations") or {}
+        # Surrounding whitespace (a stray space after a value in YAML) means nothing here.
+        self.annotations: Mapping[str, str] = {
+            key: value.strip() if isinstance(value, str) else value
+            for key, value in (metadata.get("annotations") or {}).items()
+        }
         self.spec: Mapping[str, Any] = pod.get("spec") or {}
         self.settings = settings
         self.catalog = catalog

@@ -214,8 +214,10 @@ class Reconciler:
                 self.events.warning(pod, rejection.reason, rejection.message())
             first = e.rejections[0]
             message = first.message()
-            if len(e.rejections) > 1:
-                message += f" (and {len(e.rejections) - 1} more problems: see the pod's events)"
+            others = len(e.rejections) - 1
+            if others:
+                problems = "problem" if others == 1 else "problems"
+                message += f" (and {others} more {problems}: see the pod's events)"
             self._set_status(
                 pod, pod_status.failed_status(pod, first.reason, message, self.clock())
             )

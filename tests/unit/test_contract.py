@@ -217,6 +217,14 @@ def test_a_misspelt_orca_annotation_is_named_with_the_right_spelling() -> None:
     assert "did you mean orca.research/instance-type?" in messages["orca.research/instance_type"]
 
 
+def test_a_stray_space_around_a_value_is_ignored() -> None:
+    p = pod({INSTANCE_TYPE: "g6e.2xlarge ", "orca.research/launch-type": " spot"})
+
+    spec = resolve(p)
+
+    assert (spec.instance_type.name, spec.market) == ("g6e.2xlarge", "spot")
+
+
 def test_orca_bookkeeping_annotations_are_not_mistaken_for_typos() -> None:
     p = pod({INSTANCE_TYPE: "m7i.large", "orca.research/launch-attempt": "1"})
 
@@ -321,7 +329,7 @@ def test_a_reservation_id_without_a_zone_asks_to_pin_the_reservation_zone() -> N
 
 @pytest.mark.parametrize(
     "value",
-    ["Group", "reserved", "cr-0123", "cr-0123456789ABCDEF0", "cr-0123456789abcdef01", " none", ""],
+    ["Group", "reserved", "cr-0123", "cr-0123456789ABCDEF0", "cr-0123456789abcdef01", ""],
 )
 def test_anything_else_is_refused_listing_the_choices(value: str) -> None:
     [message] = reservation_rejections(

@@ -485,3 +485,19 @@ def test_a_refused_launch_without_a_reservation_target_is_not_blamed_on_the_pod(
 
     assert (world.pods.pods[uid].get("status") or {}).get("phase") != "Failed"
     assert "InvalidAnnotation" not in world.events.reasons()
+
+
+@pytest.mark.parametrize(("typos", "tail"), [(2, "1 more problem:"), (3, "2 more problems:")])
+def test_a_refused_pod_status_counts_the_other_problems_in_its_events(
+    typos: int, tail: str
+) -> None:
+    world = World()
+    misspelt = {f"orca.research/instance_typ{'e' * i}": "m7i.large" for i in range(typos)}
+    uid = world.create(pod({"orca.research/instance-type": "m7i.large", **misspelt}))
+
+    stored = world.reconcile(uid)
+
+    assert stored["status"]["phase"] == "Failed"
+    assert f"(and {tail} see the pod's events)" in stored["status"]["message"]
+    assert len(world.events.reasons()) == typos
+    assert world.ec2.all_instances() == []
