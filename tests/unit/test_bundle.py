@@ -9,8 +9,11 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import boto3
 import pytest
+from botocore.stub import ANY, Stubber
 
+from orca.aws.bundles import BundleStore
 from orca.bundle import MissingReference, PodBundle, build_bundle
 from orca.registry_auth import InvalidPullSecret
 from tests.unit.helpers import pod
@@ -302,3 +305,26 @@ def test_a_bundle_round_trips_through_json() -> None:
     bundle = build_bundle(made, FakeApi())
 
     assert PodBundle.from_json(bundle.to_json()) == bundle
+
+
+def test_a_stored_bundle_takes_the_bucket_default_key_not_s3_managed_encryption() -> None:
+    s3 = boto3.client(
+        "s3", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
+    )
+    bundle = PodBundle(pod_uid="uid-1", namespace="lab", name="train", spec={})
+    with Stubber(s3) as stub:
+        # Exactly these parameters: naming aws:kms without the envelope's key id would make
+        # S3 encrypt with its AWS managed key rather than the bucket's default key.
+        stub.add_response(
+            "put_object",
+            {},
+            {
+                "Bucket": "orca-bundles",
+                "Key": "bundles/uid-1.json",
+                "Body": ANY,
+                "ContentType": "application/json",
+            },
+        )
+        url = BundleStore(s3, "orca-bundles").put(bundle)
+
+    assert url == "s3://orca-bundles/bundles/uid-1.json"

@@ -51,7 +51,9 @@ class BundleStore:
                 Key=key,
                 Body=bundle.to_json().encode(),
                 ContentType="application/json",
-                ServerSideEncryption="aws:kms",
+                # No ServerSideEncryption here: the bucket's default encryption applies, with
+                # the envelope's own KMS key, which only the department's roles may use. A
+                # request naming aws:kms without a key id gets S3's AWS managed key instead.
             )
         log.debug("stored bundle of %s/%s at %s", bundle.namespace, bundle.name, key)
         return f"s3://{self.bucket}/{key}"
