@@ -26,6 +26,9 @@ class InstanceIdentityArgs:
     key_arn: pulumi.Input[str]
     log_group_arn: pulumi.Input[str]
     status_queue_arn: pulumi.Input[str]
+    partition: pulumi.Input[str]
+    region: str
+    account: pulumi.Input[str]
     cluster: str
     department: str
     tags: dict[str, str]
@@ -44,7 +47,7 @@ class InstanceIdentity(pulumi.ComponentResource):
             f"{name}-role",
             description=(
                 "ORCA burst instances: read pod bundles and the runtime heartbeat, write logs, "
-                "report status"
+                "report status, pull the account's ECR images"
             ),
             assume_role_policy=json.dumps(policies.instance_trust()),
             tags=args.tags,
@@ -58,6 +61,9 @@ class InstanceIdentity(pulumi.ComponentResource):
                 key_arn=args.key_arn,
                 log_group_arn=args.log_group_arn,
                 status_queue_arn=args.status_queue_arn,
+                ecr_repositories_arn=pulumi.Output.concat(
+                    "arn:", args.partition, ":ecr:", args.region, ":", args.account, ":repository/*"
+                ),
             ).apply(
                 lambda v: json.dumps(
                     policies.instance_policy(cluster=args.cluster, department=args.department, **v)

@@ -258,11 +258,12 @@ def instance_policy(
     key_arn: str,
     log_group_arn: str,
     status_queue_arn: str,
+    ecr_repositories_arn: str,
     cluster: str,
     department: str,
 ) -> Document:
     """What the agent on a burst instance needs: its bundle, its log streams, its reports,
-    and the runtime's heartbeat."""
+    the runtime's heartbeat, and pulls of the account's ECR images."""
     return _document(
         {
             "Sid": "ReadPodBundles",
@@ -295,6 +296,24 @@ def instance_policy(
             "Effect": "Allow",
             "Action": ["sqs:SendMessage", "sqs:GetQueueUrl"],
             "Resource": status_queue_arn,
+        },
+        {
+            # Pod images in the account's ECR repositories, pulled without a pull secret. The
+            # registry sign-in token is account-wide: ECR has no resource for it.
+            "Sid": "EcrSignInCannotBeScoped",
+            "Effect": "Allow",
+            "Action": "ecr:GetAuthorizationToken",
+            "Resource": "*",
+        },
+        {
+            "Sid": "PullEcrImages",
+            "Effect": "Allow",
+            "Action": [
+                "ecr:BatchGetImage",
+                "ecr:GetDownloadUrlForLayer",
+                "ecr:BatchCheckLayerAvailability",
+            ],
+            "Resource": ecr_repositories_arn,
         },
     )
 

@@ -9,7 +9,7 @@ import pytest
 
 from tests.infra import guards
 from tests.infra.conftest import physics_with
-from tests.infra.harness import SECRET_SIGNATURE, StackRun, run_stack
+from tests.infra.harness import ACCOUNT, SECRET_SIGNATURE, StackRun, run_stack
 
 
 def _policy(run: StackRun, type_: str, name_part: str, key: str = "policy") -> dict[str, Any]:
@@ -166,7 +166,11 @@ def test_instance_role_reads_bundles_writes_its_logs_and_reports(example: StackR
     assert by_sid["WriteContainerLogs"]["Resource"][0] == log_group
     status = next(q for q in example.of_type("aws:sqs/queue:Queue") if q.name.endswith("status"))
     assert by_sid["ReportStatus"]["Resource"] == status.outputs["arn"]
-    assert all(s["Resource"] != "*" for s in policy["Statement"])
+    assert by_sid["PullEcrImages"]["Resource"] == f"arn:aws:ecr:us-east-1:{ACCOUNT}:repository/*"
+    assert "ecr:PutImage" not in by_sid["PullEcrImages"]["Action"]
+    unscoped = [s["Sid"] for s in policy["Statement"] if s["Resource"] == "*"]
+    assert unscoped == ["EcrSignInCannotBeScoped"]
+    assert by_sid["EcrSignInCannotBeScoped"]["Action"] == "ecr:GetAuthorizationToken"
 
 
 @pytest.fixture(scope="module")
