@@ -1,9 +1,26 @@
-"""User data for a burst instance: a short bootstrap that starts the ORCA agent.
+"""User data for a burst instance: a short bootstrap that runs the ORCA agent, then powers off.
 
 User data is readable through the EC2 API and from inside the instance, so it
 holds no secrets: only where to find the pod's bundle (which the instance role
 alone can read), where to report, and the instance's hard deadline. EC2 caps
-user data at 16 KB before base64; ours stays near 1 KB.
+user data at 16 KB before base64; ours stays under 3 KB.
+
+The launch templates use the ECS-optimized Amazon Linux 2023 AMIs, which ship a
+running Docker (with the NVIDIA container toolkit on the GPU variant) and Python
+3.9, while the agent needs 3.11. So the agent normally runs from the ORCA image
+(``agent_image``, the runtime's own image): the script signs in to ECR when the
+image is in ECR, pulls it, and runs ``orca agent`` in a container that shares the
+host's network (IMDSv2 with a hop limit of 1 still answers it), talks to the
+host's dockerd through its socket, reads ``/etc/orca`` and writes pod volume
+files under ``/run/orca`` at the same path as on the host, because the host's
+dockerd resolves the bind mounts the agent asks for. An AMI that has ``orca``
+itself runs it directly. Whichever way the agent ends, or when nothing can run
+it, the script powers the instance off (into terminate): a container cannot
+power its host off, so the script tells the agent, with
+:data:`POWEROFF_BY_BOOTSTRAP_VAR`, that it does so after it.
+
+``ORCA_BOOTSTRAP_ROOT`` is unset on an instance; tests set it to run the script
+under a scratch directory with stand-in commands.
 
 The agent's settings travel as one JSON document between fixed markers, so the
 same text is both a runnable shell script and parseable by :func:`parse_user_data`
@@ -18,7 +35,12 @@ from datetime import datetime, timedelta
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
+from orca.registry_auth import IMAGE_REFERENCE, ecr_registry, image_registry
+
 USER_DATA_LIMIT_BYTES = 16 * 1024
+# Set in the agent's container: the bootstrap powers the instance off once the agent exits.
+POWEROFF_BY_BOOTSTRAP_VAR = "ORCA_AGENT_POWEROFF_BY_BOOTSTRAP"
+AGENT_CONTAINER = "orca-agent"
 _BEGIN = "<<'ORCA_AGENT_CONFIG'"
 _END = "ORCA_AGENT_CONFIG"
 
@@ -37,8 +59,8 @@ class AgentConfig(BaseModel):
     status_queue_url: str
     log_group: str
     deadline: datetime  # the instance stops itself at this time, whatever happens
-    # An s3:// tarball of wheels (the agent and what it needs), for AMIs without `orca`.
-    agent_package_url: str | None = None
+    # The image that runs the agent on AMIs without `orca` (see the module docstring).
+    agent_image: str | None = Field(default=None, max_length=512, pattern=IMAGE_REFERENCE)
     # Only a spot instance can be interrupted, so only it polls metadata for notices.
     spot: bool = False
     # The dead-man switch: the runtime's heartbeat object (s3://...) and how long the agent
@@ -60,36 +82,76 @@ class AgentConfig(BaseModel):
 
 
 _SCRIPT = """#!/bin/bash
-# ORCA bootstrap: starts the agent that runs this instance's one pod.
+# ORCA bootstrap: runs the agent of this instance's one pod, then powers off.
 # No secrets here; the pod's spec is fetched from the bundle named below.
-set -euo pipefail
-install -d -m 0700 /etc/orca
-cat > /etc/orca/agent.json {begin}
+set -uo pipefail
+root=${{ORCA_BOOTSTRAP_ROOT:-}}
+# However this ends (agent done or failed, no image, a step failed), power off into
+# terminate: an instance must not bill on after its agent.
+trap 'echo "orca-bootstrap: powering off" >&2; shutdown -h now' EXIT
+set -e
+install -d -m 0700 "$root/etc/orca" "$root/run/orca"
+cat > "$root/etc/orca/agent.json" {begin}
 {config}
 {end}
-agent_package={package}
-if ! command -v orca >/dev/null 2>&1; then
-  if [ -z "$agent_package" ]; then
-    # Nothing can run the pod: power off (into terminate) rather than bill idle.
-    echo "orca-bootstrap: no orca command on this AMI and no agent package configured" >&2
-    shutdown -h now
-    exit 1
-  fi
-  python3 -m venv /opt/orca
-  aws s3 cp --quiet "$agent_package" /opt/orca/agent.tar
-  tar -xf /opt/orca/agent.tar -C /opt/orca
-  /opt/orca/bin/pip install --quiet --no-index --find-links /opt/orca/wheels orca-burst
-  ln -sf /opt/orca/bin/orca /usr/local/bin/orca
+agent_image={image}
+status=0
+if command -v orca >/dev/null 2>&1; then
+  orca agent --config "$root/etc/orca/agent.json" || status=$?
+elif [ -z "$agent_image" ]; then
+  echo "orca-bootstrap: no orca command on this AMI and no agent image configured" >&2
+  exit 1
+else
+  # Registry credentials stay on tmpfs, off the instance's disk.
+  export DOCKER_CONFIG="$root/run/orca-bootstrap"
+  install -d -m 0700 "$DOCKER_CONFIG"
+{login}  for attempt in 1 2 3 4 5; do
+    docker pull --quiet "$agent_image" && break
+    echo "orca-bootstrap: pulling $agent_image failed ($attempt/5)" >&2
+    [ "$attempt" -lt 5 ] || exit 1
+    sleep 10
+  done
+  docker run --rm --name {container} --network host --user 0:0 \\
+    --env {poweroff_var}=1 \\
+    --volume /var/run/docker.sock:/var/run/docker.sock \\
+    --volume "$root/etc/orca:/etc/orca:ro" \\
+    --volume "$root/run/orca:/run/orca" \\
+    "$agent_image" agent --config /etc/orca/agent.json || status=$?
 fi
-exec orca agent --config /etc/orca/agent.json
+echo "orca-bootstrap: the agent exited with status $status" >&2
+exit "$status"
+"""
+
+_ECR_LOGIN = """\
+  # ECR wants a sign-in; the instance role may pull the account's images.
+  if command -v aws >/dev/null 2>&1; then
+    aws ecr get-login-password --region {region} \\
+      | docker login --username AWS --password-stdin {registry} >/dev/null \\
+      || echo "orca-bootstrap: signing in to {registry} failed; pulling anyway" >&2
+  else
+    echo "orca-bootstrap: no aws command to sign in to {registry}; pulling anyway" >&2
+  fi
 """
 
 
 def render_user_data(config: AgentConfig) -> str:
     """The bootstrap script for one instance."""
     body = config.model_dump_json(by_alias=True, exclude_none=True)
-    package = shlex.quote(config.agent_package_url or "")
-    script = _SCRIPT.format(begin=_BEGIN, config=body, end=_END, package=package)
+    image = config.agent_image or ""
+    login = ""
+    ecr = ecr_registry(image) if image else None
+    if ecr is not None:
+        registry = image_registry(image)[0]
+        login = _ECR_LOGIN.format(region=shlex.quote(ecr[1]), registry=shlex.quote(registry))
+    script = _SCRIPT.format(
+        begin=_BEGIN,
+        config=body,
+        end=_END,
+        image=shlex.quote(image),
+        login=login,
+        container=AGENT_CONTAINER,
+        poweroff_var=POWEROFF_BY_BOOTSTRAP_VAR,
+    )
     size = len(script.encode())
     if size > USER_DATA_LIMIT_BYTES:
         raise ValueError(f"user data is {size} bytes; EC2 allows {USER_DATA_LIMIT_BYTES}")

@@ -96,7 +96,7 @@ class Launcher:
             status_queue_url=self.settings.status_queue_url,
             log_group=self.settings.log_group,
             deadline=deadline,
-            agent_package_url=self.settings.agent_package_url,
+            agent_image=self.settings.agent_image,
             spot=spec.market == "spot",
             heartbeat_url=f"s3://{self.settings.bundle_bucket}/"
             + heartbeat_key(self.settings.cluster_name, self.settings.department),

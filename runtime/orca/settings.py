@@ -37,6 +37,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from orca.registry_auth import IMAGE_REFERENCE
+
 ENV_PREFIX = "ORCA_"
 SETTINGS_FILE_VARIABLE = "ORCA_SETTINGS_FILE"
 
@@ -95,8 +97,9 @@ class Settings(BaseSettings):
     status_queue_url: str = Field(pattern=r"^https?://")
     bundle_bucket: str = Field(min_length=3, max_length=63)
     log_group: str = Field(min_length=1)
-    # Where instances fetch the agent when their AMI lacks it: an s3:// tarball of wheels.
-    agent_package_url: str | None = Field(default=None, pattern=r"^s3://[^/]+/.+")
+    # The image that runs the agent on AMIs without `orca` (the ECS-optimized AMIs ship
+    # Docker and Python 3.9 only); the Pulumi program sets the runtime's own image.
+    agent_image: str | None = Field(default=None, max_length=512, pattern=IMAGE_REFERENCE)
 
     # The department's capacity reservation group (a resource group of type
     # AWS::EC2::CapacityReservationPool), which pods target with capacity-reservation: group;

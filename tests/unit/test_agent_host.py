@@ -160,3 +160,54 @@ def test_emulated_host_reads_the_notice_file_the_emulator_writes(tmp_path: Path)
     assert isinstance(host, EmulatedHost)
     assert before is None
     assert host.spot_notice() == datetime(2026, 12, 4, 7, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def poweroff_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``systemctl`` and ``shutdown`` that record their arguments: this host stays up."""
+    record = tmp_path / "poweroff-calls"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in ("systemctl", "shutdown"):
+        (bin_dir / name).write_text(f'#!/bin/sh\necho "{name} $*" >> {record}\n')
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    return record
+
+
+def test_in_the_bootstraps_container_the_agent_leaves_power_off_to_the_bootstrap(
+    poweroff_commands: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    host = host_from_environment({"ORCA_AGENT_POWEROFF_BY_BOOTSTRAP": "1"})
+
+    with caplog.at_level(logging.INFO, logger="orca.agent.host"):
+        host.shutdown("pod ns/p ended Succeeded")
+
+    assert isinstance(host, Ec2Host) and host.bootstrap_powers_off
+    assert not poweroff_commands.exists()
+    assert "leaving power-off to the bootstrap" in caplog.text
+
+
+def test_on_the_host_itself_the_agent_powers_off(poweroff_commands: Path) -> None:
+    host = host_from_environment({})
+
+    host.shutdown("pod ns/p ended Succeeded")
+
+    assert isinstance(host, Ec2Host) and not host.bootstrap_powers_off
+    assert poweroff_commands.read_text() == "systemctl poweroff\n"
+
+
+def test_the_emulator_host_ignores_the_bootstraps_variable(tmp_path: Path) -> None:
+    poweroff_file = tmp_path / "poweroff"
+    host = host_from_environment(
+        {
+            "ORCA_AGENT_INSTANCE_ID": "i-0123456789abcdef0",
+            "ORCA_AGENT_POWEROFF_FILE": str(poweroff_file),
+            "ORCA_AGENT_POWEROFF_BY_BOOTSTRAP": "1",
+        }
+    )
+
+    host.shutdown("pod ns/p ended Failed")
+
+    assert isinstance(host, EmulatedHost)
+    assert poweroff_file.read_text() == "pod ns/p ended Failed\n"

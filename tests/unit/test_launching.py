@@ -106,21 +106,22 @@ def test_user_data_is_a_valid_bash_script_that_powers_off_without_an_agent(tmp_p
     syntax = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
 
     assert syntax.returncode == 0, syntax.stderr
-    assert "agent_package=''" in plan.request.user_data
+    assert "agent_image=''" in plan.request.user_data
     assert "shutdown -h now" in plan.request.user_data
 
 
-def test_user_data_names_the_agent_package_when_the_department_has_one() -> None:
+def test_user_data_names_the_agent_image_when_the_department_has_one() -> None:
     [p] = case_documents("02-cpu-batch.yaml")
-    s = settings(agent_package_url="s3://orca-physics-bundles/agent/orca-0.1.0.tar")
+    image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/orca:0.1.0"
+    s = settings(agent_image=image)
     spec = resolve_launch(p, s, Catalog.shipped(), ["us-east-1a"])
 
     plan = Launcher(s, ec2=None, subnets=SUBNETS).plan(  # type: ignore[arg-type]
         p, spec, attempt=1, bundle_url="s3://b/k", deadline=DEADLINE
     )
 
-    assert "agent_package=s3://orca-physics-bundles/agent/orca-0.1.0.tar" in plan.request.user_data
-    assert parse_user_data(plan.request.user_data).agent_package_url.endswith(".tar")  # type: ignore[union-attr]
+    assert f"agent_image={image}" in plan.request.user_data
+    assert parse_user_data(plan.request.user_data).agent_image == image
 
 
 def test_the_pod_reservation_choice_reaches_the_launch_request() -> None:

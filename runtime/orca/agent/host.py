@@ -10,6 +10,13 @@ Power-off is
 ``systemctl poweroff`` (``shutdown -h now`` where systemd is absent); the
 instance's shutdown behaviour ``terminate`` turns that into a termination.
 
+On the ECS-optimized AMIs the bootstrap runs the agent in a container (see
+:mod:`orca.bootstrap`) with the host's network, so IMDS answers it as above, but
+a container cannot power its host off. The bootstrap sets
+``ORCA_AGENT_POWEROFF_BY_BOOTSTRAP=1`` there and powers off itself once the
+agent's container exits; :meth:`Ec2Host.shutdown` then only logs the reason and
+returns, so the agent's exit is what ends the instance.
+
 Spot interruption notices: ``GET /latest/meta-data/spot/instance-action``
 answers 404 until EC2 decides to reclaim a spot instance, then 200 with
 ``{"action": "terminate", "time": "2026-12-04T07:00:00Z"}``, about two minutes
@@ -38,6 +45,8 @@ import urllib.request
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Protocol
+
+from orca.bootstrap import POWEROFF_BY_BOOTSTRAP_VAR
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +96,12 @@ class Ec2Host:
 
     emulated = False
 
-    def __init__(self, base_url: str = IMDS_URL, timeout: float = 2.0) -> None:
+    def __init__(
+        self, base_url: str = IMDS_URL, timeout: float = 2.0, *, bootstrap_powers_off: bool = False
+    ) -> None:
         self._base_url = base_url
         self._timeout = timeout
+        self.bootstrap_powers_off = bootstrap_powers_off
         self._cache: dict[str, str] = {}
         self._notice_trouble = False
 
@@ -160,6 +172,11 @@ class Ec2Host:
         self._notice_trouble = True
 
     def shutdown(self, reason: str) -> None:
+        if self.bootstrap_powers_off:
+            log.info(
+                "leaving power-off to the bootstrap, which does it when the agent exits: %s", reason
+            )
+            return
         log.info("powering off: %s", reason)
         command = (
             ["systemctl", "poweroff"] if shutil.which("systemctl") else ["shutdown", "-h", "now"]
@@ -220,7 +237,7 @@ def host_from_environment(environ: Mapping[str, str] | None = None) -> Host:
     env = os.environ if environ is None else environ
     instance_id = env.get(INSTANCE_ID_VAR)
     if not instance_id:
-        return Ec2Host()
+        return Ec2Host(bootstrap_powers_off=env.get(POWEROFF_BY_BOOTSTRAP_VAR) == "1")
     poweroff_file = env.get(POWEROFF_FILE_VAR)
     if not poweroff_file:
         raise HostError(f"{INSTANCE_ID_VAR} is set but {POWEROFF_FILE_VAR} is not")

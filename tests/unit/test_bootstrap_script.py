@@ -1,0 +1,223 @@
+"""The user data bootstrap run with bash, as cloud-init runs it, with stand-in commands.
+
+``docker``, ``aws``, ``orca``, ``shutdown`` and ``sleep`` are small scripts on a PATH that
+holds nothing else but ``install`` and ``cat``; each records its arguments (and ``docker
+login`` its standard input) in one log. ``ORCA_BOOTSTRAP_ROOT`` puts the files the script
+writes under a scratch directory. Whatever the agent does, the last thing the script must
+do is power off.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from orca.bootstrap import POWEROFF_BY_BOOTSTRAP_VAR, AgentConfig, render_user_data
+from tests.unit.test_bootstrap import ECR_IMAGE, OTHER_IMAGE, agent_config
+
+ECR_REGISTRY = "123456789012.dkr.ecr.eu-west-1.amazonaws.com"
+POWER_OFF = ["shutdown", "-h", "now"]
+
+# Each stand-in appends one JSON line: its name, its arguments, and what it was given.
+_RECORDER = """#!/bin/bash
+name=$(basename "$0")
+stdin=""
+if [ "$name $1" = "docker login" ]; then stdin=$(cat); fi
+FAKE_NAME="$name" FAKE_STDIN="$stdin" "$FAKE_PYTHON" -c '
+import json, os, sys
+print(json.dumps({"argv": [os.environ["FAKE_NAME"], *sys.argv[1:]],
+                  "stdin": os.environ["FAKE_STDIN"],
+                  "docker_config": os.environ.get("DOCKER_CONFIG")}))' "$@" >> "$FAKE_LOG"
+case "$name $1" in
+  "aws ecr") echo "ecr-token-not-a-secret" ;;
+  "docker pull") exit "${FAKE_PULL_STATUS:-0}" ;;
+  "docker run") exit "${FAKE_RUN_STATUS:-0}" ;;
+  "orca agent") exit "${FAKE_ORCA_STATUS:-0}" ;;
+esac
+exit 0
+"""
+
+
+@dataclass
+class Boot:
+    """One run of the bootstrap: its exit status, stderr and the commands it ran."""
+
+    status: int
+    stderr: str
+    calls: list[dict[str, object]]
+    root: Path
+
+    @property
+    def argvs(self) -> list[list[str]]:
+        return [list(call["argv"]) for call in self.calls]  # type: ignore[call-overload]
+
+    def ran(self, *prefix: str) -> list[list[str]]:
+        return [argv for argv in self.argvs if argv[: len(prefix)] == list(prefix)]
+
+
+@pytest.fixture
+def boot(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Runs the script for a config with the given stand-ins present; see :class:`Boot`."""
+
+    def run(
+        config: AgentConfig,
+        commands: tuple[str, ...] = ("docker", "aws", "shutdown", "sleep"),
+        **statuses: int,
+    ) -> Boot:
+        bin_dir = tmp_path / "bin"
+        bin_dir.mkdir(exist_ok=True)
+        for name in commands:
+            (bin_dir / name).write_text(_RECORDER)
+            (bin_dir / name).chmod(0o755)
+        # The only real commands the script may reach: nothing that could power this off.
+        for name in ("install", "cat", "basename"):
+            real = shutil.which(name)
+            assert real is not None
+            (bin_dir / name).symlink_to(real)
+
+        script = tmp_path / "user-data"
+        script.write_text(render_user_data(config))
+        log = tmp_path / "calls.jsonl"
+        root = tmp_path / "root"
+        env = {
+            "PATH": str(bin_dir),
+            "ORCA_BOOTSTRAP_ROOT": str(root),
+            "FAKE_LOG": str(log),
+            "FAKE_PYTHON": sys.executable,
+            **{f"FAKE_{key.upper()}": str(value) for key, value in statuses.items()},
+        }
+        done = subprocess.run(
+            ["/bin/bash", str(script)], env=env, capture_output=True, text=True, timeout=60
+        )
+        calls = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+        return Boot(done.returncode, done.stderr, calls, root)
+
+    return run
+
+
+def test_the_agent_runs_from_its_ecr_image_after_sign_in_then_the_instance_powers_off(
+    boot,  # type: ignore[no-untyped-def]
+) -> None:
+    config = agent_config()
+
+    result = boot(config)
+
+    assert result.status == 0, result.stderr
+    assert [argv[:2] for argv in result.argvs] == [
+        ["aws", "ecr"],
+        ["docker", "login"],
+        ["docker", "pull"],
+        ["docker", "run"],
+        ["shutdown", "-h"],
+    ]
+    assert result.ran("aws") == [["aws", "ecr", "get-login-password", "--region", "eu-west-1"]]
+    [login] = [call for call in result.calls if call["argv"][:2] == ["docker", "login"]]  # type: ignore[index]
+    assert login["argv"] == [
+        "docker",
+        "login",
+        "--username",
+        "AWS",
+        "--password-stdin",
+        ECR_REGISTRY,
+    ]
+    assert login["stdin"] == "ecr-token-not-a-secret"
+    # The sign-in is kept on the tmpfs, not in root's home on the instance's disk.
+    assert login["docker_config"] == f"{result.root}/run/orca-bootstrap"
+    assert result.ran("docker", "pull") == [["docker", "pull", "--quiet", ECR_IMAGE]]
+    [run] = result.ran("docker", "run")
+    assert run[-4:] == [ECR_IMAGE, "agent", "--config", "/etc/orca/agent.json"]
+    assert f"{POWEROFF_BY_BOOTSTRAP_VAR}=1" in run
+    assert f"{result.root}/run/orca:/run/orca" in run
+    assert result.argvs[-1] == POWER_OFF
+
+    # What the agent reads in its container is the config of this launch.
+    written = result.root / "etc/orca/agent.json"
+    assert AgentConfig.model_validate_json(written.read_text()) == config
+    assert (written.parent.stat().st_mode & 0o777) == 0o700
+    assert ((result.root / "run/orca").stat().st_mode & 0o777) == 0o700
+
+
+@pytest.mark.parametrize("status", [1, 137])
+def test_an_agent_that_fails_or_is_killed_still_powers_the_instance_off(
+    boot,  # type: ignore[no-untyped-def]
+    status: int,
+) -> None:
+    result = boot(agent_config(), run_status=status)
+
+    assert result.status == status
+    assert result.argvs[-1] == POWER_OFF
+    assert f"the agent exited with status {status}" in result.stderr
+
+
+def test_an_image_that_cannot_be_pulled_is_tried_five_times_then_the_instance_powers_off(
+    boot,  # type: ignore[no-untyped-def]
+) -> None:
+    result = boot(agent_config(agent_image=OTHER_IMAGE), pull_status=1)
+
+    assert result.status != 0
+    assert len(result.ran("docker", "pull")) == 5
+    assert result.ran("sleep") == [["sleep", "10"]] * 4
+    assert result.ran("docker", "run") == []
+    assert result.argvs[-1] == POWER_OFF
+
+
+def test_an_ami_with_orca_runs_the_agent_directly_then_powers_off(
+    boot,  # type: ignore[no-untyped-def]
+) -> None:
+    result = boot(agent_config(), commands=("orca", "docker", "aws", "shutdown"))
+
+    assert result.status == 0, result.stderr
+    assert result.argvs == [
+        ["orca", "agent", "--config", f"{result.root}/etc/orca/agent.json"],
+        POWER_OFF,
+    ]
+
+
+def test_a_failing_agent_on_an_ami_with_orca_still_powers_off(
+    boot,  # type: ignore[no-untyped-def]
+) -> None:
+    result = boot(agent_config(), commands=("orca", "shutdown"), orca_status=3)
+
+    assert result.status == 3
+    assert result.argvs[-1] == POWER_OFF
+
+
+def test_without_the_aws_cli_the_ecr_image_is_pulled_anyway_and_the_log_says_why(
+    boot,  # type: ignore[no-untyped-def]
+) -> None:
+    result = boot(agent_config(), commands=("docker", "shutdown", "sleep"))
+
+    assert result.status == 0, result.stderr
+    assert f"no aws command to sign in to {ECR_REGISTRY}; pulling anyway" in result.stderr
+    assert [argv[:2] for argv in result.argvs] == [
+        ["docker", "pull"],
+        ["docker", "run"],
+        ["shutdown", "-h"],
+    ]
+
+
+def test_an_image_outside_ecr_is_pulled_without_sign_in(
+    boot,  # type: ignore[no-untyped-def]
+) -> None:
+    result = boot(agent_config(agent_image=OTHER_IMAGE))
+
+    assert result.status == 0, result.stderr
+    assert result.ran("aws") == []
+    assert result.ran("docker", "login") == []
+    assert result.ran("docker", "run")
+
+
+def test_with_neither_orca_nor_an_image_the_instance_powers_off_at_once(
+    boot,  # type: ignore[no-untyped-def]
+) -> None:
+    result = boot(agent_config(agent_image=None))
+
+    assert result.status == 1
+    assert result.argvs == [POWER_OFF]
+    assert "no orca command on this AMI and no agent image configured" in result.stderr
