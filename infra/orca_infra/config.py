@@ -30,6 +30,7 @@ from pydantic import (
 )
 
 from orca import tags
+from orca.registry_auth import IMAGE_REFERENCE
 from orca_infra.config_types import (
     AdoptedNetwork,
     CreatedNetwork,
@@ -152,7 +153,10 @@ class StackConfig(FrozenModel):
         alias="oidcProviderArn",
         pattern=r"^arn:aws(-cn|-us-gov)?:iam::\d{12}:oidc-provider/[a-z0-9.-]+(:\d+)?(/\S*)?$",
     )
-    runtime_image: str = Field(alias="runtimeImage", min_length=1)
+    # The runtime's image, which the instances' bootstrap also runs the agent from.
+    runtime_image: str = Field(
+        alias="runtimeImage", min_length=1, max_length=512, pattern=IMAGE_REFERENCE
+    )
     namespace: str | None = Field(default=None, pattern=_DNS_LABEL)
     # Namespaces whose pods the node runs: the Secret and ConfigMap reads that resolve a pod's
     # env are granted only there. Empty: in every namespace (a cluster-wide read of Secrets).

@@ -52,6 +52,9 @@ def runtime_settings(
         "ORCA_KUBELET_PORT": str(KUBELET_PORT),
         "ORCA_HEALTH_PORT": str(HEALTH_PORT),
         "ORCA_LOG_FORMAT": "json",
+        # One image serves the runtime and the agent, which the instances' bootstrap runs
+        # from it: the ECS-optimized AMIs have no Python the agent can run on.
+        "ORCA_AGENT_IMAGE": config.runtime_image,
     }
     if config.cost_center:
         settings["ORCA_COST_CENTER"] = config.cost_center

@@ -65,6 +65,16 @@ def test_generated_settings_are_accepted_by_the_runtime(
     assert settings.log_group == example.outputs["logGroup"]
 
 
+def test_instances_run_their_agent_from_the_runtime_image(
+    example: StackRun, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    settings = _load_generated_settings(example, monkeypatch, tmp_path)
+    [container] = _deployment(example)["template"]["spec"]["containers"]
+
+    assert settings.agent_image == container["image"]
+    assert settings.agent_image == "registry.example.edu/orca/runtime:0.1.0"
+
+
 def test_the_runtime_is_handed_the_reservation_group_only_when_the_stack_has_one(
     physics: StackRun, biology: StackRun, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

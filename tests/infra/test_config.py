@@ -55,6 +55,7 @@ def refused(config: dict[str, Any]) -> str:
         ),
         ({"burstNamespaces": ["Physics Lab"]}, "orca:burstNamespaces", "DNS labels"),
         ({"kubeletTlsSecret": "Kubelet_TLS"}, "orca:kubeletTlsSecret", "DNS subdomain"),
+        ({"runtimeImage": "Registry/ORCA runtime"}, "orca:runtimeImage", "pattern"),
     ],
 )
 def test_bad_value_fails_naming_the_key_and_reason(
