@@ -15,6 +15,8 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha256s
 DEBIAN_PACKAGES := docker.io busybox-static
 PYTEST_ARGS ?=
 BENCH_PODS ?= 10
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+IMAGE ?= orca:$(VERSION)
 
 # `make demo KUBECONFIG=path` uses that cluster; a KUBECONFIG merely exported in
 # the shell is ignored, so the demo never touches a cluster nobody named.
@@ -24,7 +26,7 @@ endif
 
 .DEFAULT_GOAL := help
 .PHONY: help demo test lint format bench system venv services-up services-down clean \
-	policy-packs
+	policy-packs image
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -53,6 +55,20 @@ format: venv ## Format the code
 
 policy-packs: venv ## Build self-contained policy packs to publish (build/policy-packs)
 	$(BIN)/python policies/bundle.py build/policy-packs
+
+# The bases (the Dockerfile's *_IMAGE arguments) must be present or pullable: no registry is
+# reachable from the development machines, so the image has never been built there.
+image: ## Build the runtime and agent image with the local dockerd (IMAGE=orca:<version>)
+	@command -v docker >/dev/null || { echo "make image: no docker command"; exit 1; }
+	@docker info >/dev/null 2>&1 || { \
+	  echo "make image: no Docker daemon answers at $${DOCKER_HOST:-the default socket}"; exit 1; }
+	@for base in $$(sed -n 's/^ARG [A-Z_]*_IMAGE=//p' Dockerfile); do \
+	  docker image inspect $$base >/dev/null 2>&1 || docker pull --quiet $$base >/dev/null || { \
+	    echo "make image: base image $$base is not present and cannot be pulled (is a" \
+	      "registry reachable?); the image cannot be built here"; exit 1; }; \
+	done
+	docker build --tag $(IMAGE) --build-arg VERSION=$(VERSION) \
+	  --build-arg REVISION=$$(git rev-parse HEAD 2>/dev/null || echo unknown) .
 
 services-up: venv system ## Start moto, the Kubernetes API emulator and dockerd on loopback
 	$(BIN)/python -m orca_local.services up --state-dir $(STATE)/dev --cluster-stand-ins
