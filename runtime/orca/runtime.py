@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from orca import tags
 from orca.aws.bundles import BundleStore
@@ -43,6 +44,8 @@ class Runtime:
     catalog: CachedCatalog | None = None
     health: HealthServer | None = None
     heartbeat: HeartbeatWriter | None = None
+    # Connection pools the runtime opened, closed last when it stops.
+    closers: list[Callable[[], None]] = field(default_factory=list)
 
     def warm_catalog(self) -> None:
         if self.catalog is not None:
@@ -95,6 +98,8 @@ class Runtime:
         self.node.stop()
         if self.kubelet is not None:
             self.kubelet.stop()
+        for close in self.closers:
+            close()
 
     def run_until(self, stop: threading.Event) -> None:
         self.start()
@@ -106,8 +111,12 @@ class Runtime:
 
 def build_runtime(settings: Settings, aws: AwsClients | None = None) -> Runtime:
     """Wire the runtime's parts; talks to AWS once to learn the subnets' zones."""
-    aws = aws or AwsClients(settings.region)
+    closers: list[Callable[[], None]] = []
+    if aws is None:
+        aws = AwsClients(settings.region)
+        closers.append(aws.close)
     kube = api_client(settings.kubeconfig)
+    closers.append(kube.close)
     ec2 = Ec2(aws.ec2)
     subnets = ec2.describe_subnets(settings.subnet_ids)
 
@@ -157,6 +166,7 @@ def build_runtime(settings: Settings, aws: AwsClients | None = None) -> Runtime:
         kubelet=kubelet,
         catalog=catalog,
         heartbeat=heartbeat,
+        closers=closers,
         health=HealthServer(
             metrics.registry,
             # A dead heartbeat loop would let every agent stop its pod: restart instead.

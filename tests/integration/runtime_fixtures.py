@@ -179,6 +179,7 @@ def burst(local_aws: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> It
             if live:
                 Ec2(aws.ec2).terminate(live)
             api.close()
+            aws.close()
 
 
 def as_pod(manifest: dict[str, Any], name: str | None = None) -> dict[str, Any]:

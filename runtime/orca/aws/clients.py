@@ -73,6 +73,13 @@ class AwsClients:
                 )
             return self._clients[service]
 
+    def close(self) -> None:
+        """Close every client's connection pool; a later call creates fresh clients."""
+        with self._lock:
+            clients, self._clients = list(self._clients.values()), {}
+        for made in clients:
+            made.close()
+
     def _custom_endpoint(self) -> bool:
         return bool(
             self.endpoint_url
