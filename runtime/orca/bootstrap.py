@@ -5,19 +5,24 @@ holds no secrets: only where to find the pod's bundle (which the instance role
 alone can read), where to report, and the instance's hard deadline. EC2 caps
 user data at 16 KB before base64; ours stays under 3 KB.
 
-The launch templates use the ECS-optimized Amazon Linux 2023 AMIs, which ship a
-running Docker (with the NVIDIA container toolkit on the GPU variant) and Python
-3.9, while the agent needs 3.11. So the agent normally runs from the ORCA image
-(``agent_image``, the runtime's own image): the script signs in to ECR when the
-image is in ECR, pulls it, and runs ``orca agent`` in a container that shares the
+The launch templates use the ECS-optimized Amazon Linux 2023 AMIs, which ship
+Docker (with the NVIDIA container toolkit on the GPU variant) and Python 3.9, while
+the agent needs 3.11. Their ``docker.service`` waits for cloud-init, and cloud-init
+waits for the user data, so the user data only writes the agent's settings, a runner
+script and an ``orca-agent`` systemd unit ordered after Docker, starts that unit
+without waiting (``--no-block``) and ends; without systemd it runs the runner itself.
+
+The agent normally runs from the ORCA image (``agent_image``, the runtime's own
+image): the runner signs in to ECR when the image is in ECR, pulls it, and runs
+``orca agent`` in a container that shares the
 host's network (IMDSv2 with a hop limit of 1 still answers it), talks to the
 host's dockerd through its socket, reads ``/etc/orca`` and writes pod volume
 files under ``/run/orca`` at the same path as on the host, because the host's
 dockerd resolves the bind mounts the agent asks for. An AMI that has ``orca``
 itself runs it directly. Whichever way the agent ends, or when nothing can run
-it, the script powers the instance off (into terminate): a container cannot
-power its host off, so the script tells the agent, with
-:data:`POWEROFF_BY_BOOTSTRAP_VAR`, that it does so after it.
+it, the runner powers the instance off into terminate (so does the user data if it
+fails before the unit takes over): a container cannot power its host off, so the
+runner tells the agent, with :data:`POWEROFF_BY_BOOTSTRAP_VAR`, that it does so after.
 
 ``ORCA_BOOTSTRAP_ROOT`` is unset on an instance; tests set it to run the script
 under a scratch directory with stand-in commands.
@@ -41,6 +46,7 @@ USER_DATA_LIMIT_BYTES = 16 * 1024
 # Set in the agent's container: the bootstrap powers the instance off once the agent exits.
 POWEROFF_BY_BOOTSTRAP_VAR = "ORCA_AGENT_POWEROFF_BY_BOOTSTRAP"
 AGENT_CONTAINER = "orca-agent"
+AGENT_UNIT = "orca-agent.service"
 _BEGIN = "<<'ORCA_AGENT_CONFIG'"
 _END = "ORCA_AGENT_CONFIG"
 
@@ -82,24 +88,29 @@ class AgentConfig(BaseModel):
 
 
 _SCRIPT = """#!/bin/bash
-# ORCA bootstrap: runs the agent of this instance's one pod, then powers off.
+# ORCA bootstrap: hands this instance's one pod to the ORCA agent, which powers off after it.
 # No secrets here; the pod's spec is fetched from the bundle named below.
-set -uo pipefail
+set -euo pipefail
 root=${{ORCA_BOOTSTRAP_ROOT:-}}
-# However this ends (agent done or failed, no image, a step failed), power off into
-# terminate: an instance must not bill on after its agent.
+# Until the agent's unit has taken over, any failure powers off into terminate.
 trap 'echo "orca-bootstrap: powering off" >&2; shutdown -h now' EXIT
-set -e
 install -d -m 0700 "$root/etc/orca" "$root/run/orca"
 cat > "$root/etc/orca/agent.json" {begin}
 {config}
 {end}
+cat > "$root/etc/orca/run-agent.sh" <<'ORCA_RUN_AGENT'
+#!/bin/bash
+set -uo pipefail
+root=${{ORCA_BOOTSTRAP_ROOT:-}}
+# However the agent ends (done, failed, killed, no image), power off into terminate: an
+# instance must not bill on after its agent.
+trap 'echo "orca-agent: powering off" >&2; shutdown -h now' EXIT
 agent_image={image}
 status=0
 if command -v orca >/dev/null 2>&1; then
   orca agent --config "$root/etc/orca/agent.json" || status=$?
 elif [ -z "$agent_image" ]; then
-  echo "orca-bootstrap: no orca command on this AMI and no agent image configured" >&2
+  echo "orca-agent: no orca command on this AMI and no agent image configured" >&2
   exit 1
 else
   # Registry credentials stay on tmpfs, off the instance's disk.
@@ -107,7 +118,7 @@ else
   install -d -m 0700 "$DOCKER_CONFIG"
 {login}  for attempt in 1 2 3 4 5; do
     docker pull --quiet "$agent_image" && break
-    echo "orca-bootstrap: pulling $agent_image failed ($attempt/5)" >&2
+    echo "orca-agent: pulling $agent_image failed ($attempt/5)" >&2
     [ "$attempt" -lt 5 ] || exit 1
     sleep 10
   done
@@ -118,8 +129,30 @@ else
     --volume "$root/run/orca:/run/orca" \\
     "$agent_image" agent --config /etc/orca/agent.json || status=$?
 fi
-echo "orca-bootstrap: the agent exited with status $status" >&2
+echo "orca-agent: the agent exited with status $status" >&2
 exit "$status"
+ORCA_RUN_AGENT
+if ! command -v systemctl >/dev/null 2>&1; then
+  trap - EXIT
+  exec /bin/bash "$root/etc/orca/run-agent.sh"
+fi
+# On the ECS-optimized AMIs docker.service starts only after cloud-init, which waits for
+# this script: the agent runs as a unit of its own, started without waiting for it.
+cat > "$root/etc/systemd/system/{unit}" <<ORCA_UNIT
+[Unit]
+Description=ORCA agent: runs this instance's one pod, then powers it off
+Wants=docker.service network-online.target
+After=docker.service network-online.target
+
+[Service]
+Type=exec
+ExecStart=/bin/bash $root/etc/orca/run-agent.sh
+# At shutdown (a spot reclaim, say) the agent stops the pod gracefully and reports it.
+TimeoutStopSec=90
+ORCA_UNIT
+systemctl daemon-reload
+systemctl start --no-block {unit}
+trap - EXIT
 """
 
 _ECR_LOGIN = """\
@@ -151,6 +184,7 @@ def render_user_data(config: AgentConfig) -> str:
         login=login,
         container=AGENT_CONTAINER,
         poweroff_var=POWEROFF_BY_BOOTSTRAP_VAR,
+        unit=AGENT_UNIT,
     )
     size = len(script.encode())
     if size > USER_DATA_LIMIT_BYTES:

@@ -1,10 +1,11 @@
 """The user data bootstrap run with bash, as cloud-init runs it, with stand-in commands.
 
-``docker``, ``aws``, ``orca``, ``shutdown`` and ``sleep`` are small scripts on a PATH that
-holds nothing else but ``install`` and ``cat``; each records its arguments (and ``docker
-login`` its standard input) in one log. ``ORCA_BOOTSTRAP_ROOT`` puts the files the script
-writes under a scratch directory. Whatever the agent does, the last thing the script must
-do is power off.
+``docker``, ``aws``, ``orca``, ``shutdown``, ``sleep`` and ``systemctl`` are small scripts on
+a PATH that holds nothing else but ``install`` and ``cat``; each records its arguments (and
+``docker login`` its standard input) in one log. The ``systemctl`` stand-in starts a unit as
+systemd would, by running its ``ExecStart`` (here in the foreground). ``ORCA_BOOTSTRAP_ROOT``
+puts the files the script writes under a scratch directory. Whatever the agent does, the
+last thing that happens must be the power-off.
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ case "$name $1" in
   "docker pull") exit "${FAKE_PULL_STATUS:-0}" ;;
   "docker run") exit "${FAKE_RUN_STATUS:-0}" ;;
   "orca agent") exit "${FAKE_ORCA_STATUS:-0}" ;;
+  "systemctl start")
+    while IFS= read -r line; do
+      case "$line" in ExecStart=*) eval "${line#ExecStart=}" ;; esac
+    done < "$ORCA_BOOTSTRAP_ROOT/etc/systemd/system/$3" ;;
 esac
 exit 0
 """
@@ -85,6 +90,7 @@ def boot(tmp_path: Path):  # type: ignore[no-untyped-def]
         script.write_text(render_user_data(config))
         log = tmp_path / "calls.jsonl"
         root = tmp_path / "root"
+        (root / "etc/systemd/system").mkdir(parents=True, exist_ok=True)
         env = {
             "PATH": str(bin_dir),
             "ORCA_BOOTSTRAP_ROOT": str(root),
@@ -221,3 +227,42 @@ def test_with_neither_orca_nor_an_image_the_instance_powers_off_at_once(
     assert result.status == 1
     assert result.argvs == [POWER_OFF]
     assert "no orca command on this AMI and no agent image configured" in result.stderr
+
+
+def test_under_systemd_the_agent_runs_as_a_unit_after_docker_started_without_blocking(
+    boot,  # type: ignore[no-untyped-def]
+) -> None:
+    commands = ("docker", "aws", "shutdown", "sleep", "systemctl")
+
+    result = boot(agent_config(), commands=commands)
+
+    # docker.service waits for cloud-init, which waits for the user data: starting the agent
+    # and waiting for it there would never end.
+    assert result.status == 0, result.stderr
+    assert result.ran("systemctl") == [
+        ["systemctl", "daemon-reload"],
+        ["systemctl", "start", "--no-block", "orca-agent.service"],
+    ]
+    unit = (result.root / "etc/systemd/system/orca-agent.service").read_text()
+    assert "After=docker.service" in unit and "Wants=docker.service" in unit
+    assert f"ExecStart=/bin/bash {result.root}/etc/orca/run-agent.sh" in unit
+    # The unit, not the user data, ran the agent and then powered off, exactly once.
+    assert [argv[:2] for argv in result.argvs[2:]] == [
+        ["aws", "ecr"],
+        ["docker", "login"],
+        ["docker", "pull"],
+        ["docker", "run"],
+        ["shutdown", "-h"],
+    ]
+
+
+def test_under_systemd_a_failing_agent_still_powers_off(
+    boot,  # type: ignore[no-untyped-def]
+) -> None:
+    commands = ("docker", "aws", "shutdown", "sleep", "systemctl")
+
+    result = boot(agent_config(), commands=commands, run_status=137)
+
+    assert result.ran("shutdown") == [POWER_OFF]
+    assert result.argvs[-1] == POWER_OFF
+    assert "the agent exited with status 137" in result.stderr
