@@ -64,6 +64,7 @@ def refusals(spec: Mapping[str, Any], settings: Settings) -> list[Rejection]:
     found = list(_volumes(spec))
     found += _host_namespaces(spec)
     found += _ephemeral_containers(spec)
+    found += _sidecars(spec)
     if not settings.allow_privileged:
         found += _privilege(spec, settings.department)
     return found
@@ -143,6 +144,21 @@ def _ephemeral_containers(spec: Mapping[str, Any]) -> Iterator[Rejection]:
             "cannot add debug containers to a running burst instance",
             "no ephemeral containers; kubectl debug --copy-to makes a debugging copy instead",
         )
+
+
+def _sidecars(spec: Mapping[str, Any]) -> Iterator[Rejection]:
+    # A native sidecar (an init container with restartPolicy Always) never exits; the agent
+    # runs init containers to completion one by one, so the pod would never start.
+    for index, container in enumerate(spec.get("initContainers") or []):
+        if container.get("restartPolicy") == "Always":
+            yield _refuse(
+                f"spec.initContainers[{index}].restartPolicy",
+                "Always",
+                f"init container {container.get('name')!r} is a sidecar, which the ORCA agent "
+                "does not run yet (it would wait for it to finish, and the pod would never "
+                "start)",
+                "run the sidecar as one of spec.containers, or remove its restartPolicy",
+            )
 
 
 def _privilege(spec: Mapping[str, Any], department: str) -> Iterator[Rejection]:

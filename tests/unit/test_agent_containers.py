@@ -196,6 +196,21 @@ def test_multiline_env_value_is_passed_by_name_through_the_cli_environment() -> 
     assert "--env-file" not in invocation.argv
 
 
+def test_the_process_joins_the_pods_fs_group_and_supplemental_groups() -> None:
+    pod, spec = pod_of("02-cpu-batch.yaml")
+    spec["securityContext"] = {
+        "runAsUser": 1000,
+        "fsGroup": 2000,
+        "supplementalGroups": [3000, 2000],
+    }
+
+    argv = invocation_for(pod, spec, "align").argv
+
+    assert argv[argv.index("--user") + 1] == "1000"
+    added = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--group-add"]
+    assert added == ["2000", "3000"]
+
+
 def test_args_alone_keep_the_image_entrypoint_and_references_are_expanded() -> None:
     pod, spec = pod_of("02-cpu-batch.yaml")
     spec["containers"][0] = {

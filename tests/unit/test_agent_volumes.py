@@ -111,12 +111,31 @@ def test_a_pull_secret_is_written_as_a_private_docker_config_for_that_image(
 
     directory = pulls.config_dir("registry.example.edu/lab/img:1")
 
-    assert directory == str(tmp_path / "docker")
+    assert directory == str(tmp_path / "docker" / "registry.example.edu")
     config = Path(directory) / "config.json"
     assert json.loads(config.read_text()) == {"auths": {"registry.example.edu": {"auth": auth}}}
     assert mode(Path(directory)) == 0o700
     assert mode(config) == 0o600
     assert pulls.config_dir("busybox:1.36") is None
+
+
+def test_pulls_from_two_registries_at_once_never_share_a_docker_config(tmp_path: Path) -> None:
+    lab = base64.b64encode(b"robot:pw").decode()
+    other = base64.b64encode(b"other:pw2").decode()
+    pulls = PullCredentials(
+        str(tmp_path / "docker"),
+        {"registry.example.edu": {"auth": lab}, "ghcr.io": {"auth": other}},
+    )
+
+    first = pulls.config_dir("registry.example.edu/lab/img:1")
+    second = pulls.config_dir("ghcr.io/lab/tool:2")
+
+    assert first is not None and second is not None and first != second
+    # Written second, the other registry's config leaves the first one's untouched.
+    assert json.loads((Path(first) / "config.json").read_text()) == {
+        "auths": {"registry.example.edu": {"auth": lab}}
+    }
+    assert mode(Path(second)) == 0o700
 
 
 def test_ecr_images_without_a_pull_secret_use_the_instance_roles_token_reused_for_hours(
@@ -170,5 +189,5 @@ def test_docker_pull_gets_the_config_directory_by_environment_never_on_its_comma
 
     argv, config_dir = record.read_text().strip().split("|")
     assert argv == f"-H unix:///run/d.sock pull --quiet {image}"
-    assert config_dir == str(tmp_path / "cfg")
+    assert config_dir == str(tmp_path / "cfg" / "registry.example.edu")
     assert auth not in argv

@@ -81,6 +81,24 @@ def test_ephemeral_containers_are_refused() -> None:
     assert message.endswith("kubectl debug --copy-to makes a debugging copy instead.")
 
 
+def test_sidecar_init_containers_are_refused_rather_than_left_blocking_the_pod() -> None:
+    spec = {
+        "initContainers": [
+            {"name": "setup", "image": "busybox"},
+            {"name": "proxy", "image": "envoy", "restartPolicy": "Always"},
+        ]
+    }
+
+    (message,) = refused(spec)
+
+    assert message.startswith(
+        "spec.initContainers[1].restartPolicy is 'Always': init container 'proxy' is a sidecar"
+    )
+    assert message.endswith(
+        "Allowed: run the sidecar as one of spec.containers, or remove its restartPolicy."
+    )
+
+
 def test_privileged_containers_are_refused_unless_the_department_allows_them() -> None:
     containers = [
         {"name": "c", "image": "busybox", "securityContext": {"privileged": True}},

@@ -292,6 +292,11 @@ def _security_args(spec: Mapping[str, Any], container: Mapping[str, Any]) -> lis
     elif group is not None:
         # Docker has no group-only form; uid 0 is what an image without USER runs as.
         args += ["--user", f"0:{group}"]
+    # fsGroup and supplementalGroups are pod-level only: the container's process joins them,
+    # as under a kubelet, so it can read volume files owned by the fsGroup.
+    pod_groups = [pod_context.get("fsGroup"), *(pod_context.get("supplementalGroups") or [])]
+    for extra in dict.fromkeys(g for g in pod_groups if g is not None):
+        args += ["--group-add", str(extra)]
     if context.get("readOnlyRootFilesystem"):
         args.append("--read-only")
     if context.get("privileged"):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -59,19 +60,26 @@ class PullCredentials:
         return self._ecr_token(*registry) if registry else None
 
     def config_dir(self, image: str) -> str | None:
-        """A DOCKER_CONFIG directory with the image's credential; None when it has none."""
+        """A DOCKER_CONFIG directory with the image's credential; None when it has none.
+
+        One directory per registry: a pod's containers pull at once, and a config shared
+        between registries could hand one pull another registry's credential.
+        """
         credential = self.credential(image)
         if credential is None:
             return None
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
         os.chmod(self.directory, 0o700)
-        path = os.path.join(self.directory, "config.json")
+        registry = registry_auth.image_registry(image)[0]
+        directory = os.path.join(self.directory, re.sub(r"[^A-Za-z0-9._-]", "_", registry))
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        path = os.path.join(directory, "config.json")
         temporary = path + ".new"
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(descriptor, "w") as handle:
             handle.write(registry_auth.docker_config(image, credential))
         os.replace(temporary, path)
-        return self.directory
+        return directory
 
     def _ecr_token(self, account: str, region: str) -> Credential:
         with self._lock:
