@@ -493,7 +493,14 @@ class Reconciler:
         for container in new.get("initContainerStatuses", []) + new.get("containerStatuses", []):
             name, state = container["name"], container["state"]
             old = before.get(name, {})
-            if "running" in state and "running" not in old:
+            # The agent reports its newest snapshot only, so a short container may be seen
+            # terminated without ever being seen running; it did start, and says so.
+            started_unseen = (
+                "terminated" in state
+                and not {"running", "terminated"} & old.keys()
+                and bool(state["terminated"].get("startedAt"))
+            )
+            if ("running" in state and "running" not in old) or started_unseen:
                 self.events.normal(pod, "Started", f"Started container {name}")
             if "terminated" in state and "terminated" not in old:
                 done = state["terminated"]

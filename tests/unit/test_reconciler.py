@@ -501,3 +501,32 @@ def test_a_refused_pod_status_counts_the_other_problems_in_its_events(
     assert f"(and {tail} see the pod's events)" in stored["status"]["message"]
     assert len(world.events.reasons()) == typos
     assert world.ec2.all_instances() == []
+
+
+def test_a_container_first_seen_finished_still_gets_its_started_event() -> None:
+    world = World()
+    uid = world.create(cpu_pod())
+    world.reconcile(uid)
+    instance_id = world.instance_of(uid).instance_id
+    world.observed.offer_report(report(uid, instance_id, 3, "Succeeded", 0), "r3")
+
+    world.reconcile(uid)
+
+    reasons = world.events.reasons()
+    assert reasons.index("Started") < reasons.index("Completed")
+    assert reasons.count("Started") == 1
+
+
+def test_a_container_seen_running_then_finished_is_started_once() -> None:
+    world = World()
+    uid = world.create(cpu_pod())
+    world.reconcile(uid)
+    instance_id = world.instance_of(uid).instance_id
+    world.observed.offer_report(report(uid, instance_id, 3, "Running", None), "r3")
+    world.reconcile(uid)
+    world.observed.offer_report(report(uid, instance_id, 4, "Succeeded", 0), "r4")
+
+    world.reconcile(uid)
+
+    assert world.events.reasons().count("Started") == 1
+    assert "Completed" in world.events.reasons()
