@@ -19,6 +19,7 @@ Cloud hands that folder to every CLI that enforces the pack, which installs its
 from __future__ import annotations
 
 import argparse
+import logging
 import shutil
 import sys
 from importlib import import_module, metadata
@@ -31,6 +32,8 @@ REQUIREMENTS = ("pulumi", "pulumi-policy", "botocore")
 RUNTIME_PACKAGE = "orca"
 RUNTIME_DATA = "data"
 IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc")
+
+log = logging.getLogger(__name__)
 
 
 def runtime_modules() -> list[Path]:
@@ -85,8 +88,9 @@ def build(target: Path) -> list[Path]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("target", type=Path, help="where to write one folder per pack")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     for folder in build(parser.parse_args().target):
-        print(f"built {folder}: pulumi policy publish {folder}")
+        log.info("built %s: pulumi policy publish %s", folder, folder)
 
 
 if __name__ == "__main__":

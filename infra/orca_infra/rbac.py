@@ -55,6 +55,19 @@ def runtime_rbac(
             "name": role.metadata["name"],
         }
 
+    def bind_in(namespace: str, logical_name: str, suffix: str, ref: dict[str, Any]) -> None:
+        k8s.rbac.v1.RoleBinding(
+            logical_name,
+            metadata={
+                "name": f"{config.node_name}-{suffix}",
+                "namespace": namespace,
+                "labels": labels,
+            },
+            role_ref=ref,
+            subjects=[subject],
+            opts=in_ns,
+        )
+
     runtime = cluster_role(
         "runtime",
         [
@@ -108,16 +121,8 @@ def runtime_rbac(
             opts=child,
         )
     for namespace in config.burst_namespaces:
-        k8s.rbac.v1.RoleBinding(
-            f"{name}-pod-env-{namespace}",
-            metadata={
-                "name": f"{config.node_name}-pod-env",
-                "namespace": namespace,
-                "labels": labels,
-            },
-            role_ref=role_ref("ClusterRole", pod_env),
-            subjects=[subject],
-            opts=in_ns,
+        bind_in(
+            namespace, f"{name}-pod-env-{namespace}", "pod-env", role_ref("ClusterRole", pod_env)
         )
 
     lease = k8s.rbac.v1.Role(
@@ -138,14 +143,4 @@ def runtime_rbac(
         ],
         opts=child,
     )
-    k8s.rbac.v1.RoleBinding(
-        f"{name}-lease",
-        metadata={
-            "name": f"{config.node_name}-lease",
-            "namespace": NODE_LEASE_NAMESPACE,
-            "labels": labels,
-        },
-        role_ref=role_ref("Role", lease),
-        subjects=[subject],
-        opts=in_ns,
-    )
+    bind_in(NODE_LEASE_NAMESPACE, f"{name}-lease", "lease", role_ref("Role", lease))

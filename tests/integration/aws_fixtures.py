@@ -22,8 +22,10 @@ from collections.abc import Callable, Iterator
 import boto3
 import pytest
 
+from orca import tags
 from orca.aws.clients import AwsClients
 from orca.aws.ratelimit import BucketLimit, Pacer
+from orca.bootstrap import AgentConfig, render_user_data
 from orca_local.aws import LocalAwsProcess
 from orca_local.envelope import Envelope, create_envelope
 
@@ -80,4 +82,30 @@ def fast_pacer() -> Pacer:
     unlimited = BucketLimit(10_000, 10_000.0)
     return Pacer(
         {"RunInstances": unlimited, "TerminateInstances": unlimited, "Describe": unlimited}
+    )
+
+
+def launch(
+    clients: AwsClients, envelope: Envelope, config: AgentConfig, instance_type: str = "c7i.4xlarge"
+) -> str:
+    """RunInstances as the runtime does it: ORCA's tags, the bootstrap in user data."""
+    return str(
+        clients.ec2.run_instances(
+            MinCount=1,
+            MaxCount=1,
+            InstanceType=instance_type,
+            LaunchTemplate={"LaunchTemplateId": envelope.launch_templates["x86_64"]},
+            SubnetId=envelope.subnet_ids[0],
+            UserData=render_user_data(config),
+            InstanceInitiatedShutdownBehavior="terminate",
+            TagSpecifications=[
+                {
+                    "ResourceType": "instance",
+                    "Tags": [
+                        {"Key": tags.MANAGED_BY, "Value": tags.MANAGED_BY_VALUE},
+                        {"Key": tags.POD_UID, "Value": config.pod_uid},
+                    ],
+                }
+            ],
+        )["Instances"][0]["InstanceId"]
     )

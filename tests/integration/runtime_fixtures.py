@@ -26,6 +26,7 @@ from orca.aws.model import Instance
 from orca.runtime import Runtime, build_runtime
 from orca.settings import Settings
 from orca_local.envelope import Envelope, create_envelope
+from orca_local.instances import InstanceEmulator
 from orca_local.kube_api import KubeApiServer, write_kubeconfig
 from tests.integration.aws_fixtures import REGION, local_clients
 
@@ -103,6 +104,12 @@ class Burst:
                 return None
             raise
         return yaml.safe_load(response.data)  # type: ignore[no-any-return]
+
+    def stored(self, namespace: str, name: str) -> dict[str, Any]:
+        """The pod as the API server has it; it must exist."""
+        found = self.pod(namespace, name)
+        assert found is not None, f"pod {namespace}/{name} does not exist"
+        return found
 
     def phase(self, namespace: str, name: str) -> str | None:
         pod = self.pod(namespace, name)
@@ -197,3 +204,22 @@ def as_pod(manifest: dict[str, Any], name: str | None = None) -> dict[str, Any]:
         "labels": {"job-name": manifest["metadata"]["name"]},
     }
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
+
+
+@pytest.fixture
+def burst_emulator(
+    burst: Burst, docker_host: str, local_aws: Any, tmp_path: Path
+) -> Iterator[InstanceEmulator]:
+    """The instance emulator for the department's instances: each runs the real agent."""
+    emulator = InstanceEmulator(
+        burst.aws.ec2,
+        burst.aws.s3,
+        endpoint_url=local_aws.url,
+        region=burst.settings.region,
+        docker_host=docker_host,
+        state_dir=tmp_path / "instances",
+        poll_interval=0.2,
+        tag_filter={tags.DEPARTMENT: burst.settings.department},
+    )
+    with emulator:
+        yield emulator

@@ -33,6 +33,7 @@ from orca_local.aws import LocalAwsProcess
 from orca_local.envelope import Envelope
 from orca_local.images import local_image_for
 from orca_local.instances import InstanceEmulator
+from tests.integration.aws_fixtures import launch
 from tests.unit.helpers import case_documents
 
 pytestmark = pytest.mark.integration
@@ -310,30 +311,6 @@ def test_failing_container_is_restarted_under_on_failure_with_backoff(
     assert final.phase == "Succeeded"
     assert final.containers[0].restart_count == 2
     assert any(r.containers[0].reason == "CrashLoopBackOff" for r in reports)
-
-
-def launch(clients: AwsClients, envelope: Envelope, config: AgentConfig) -> str:
-    """RunInstances as the runtime does it: ORCA's tags, the bootstrap in user data."""
-    return str(
-        clients.ec2.run_instances(
-            MinCount=1,
-            MaxCount=1,
-            InstanceType="c7i.4xlarge",
-            LaunchTemplate={"LaunchTemplateId": envelope.launch_templates["x86_64"]},
-            SubnetId=envelope.subnet_ids[0],
-            UserData=render_user_data(config),
-            InstanceInitiatedShutdownBehavior="terminate",
-            TagSpecifications=[
-                {
-                    "ResourceType": "instance",
-                    "Tags": [
-                        {"Key": tags.MANAGED_BY, "Value": tags.MANAGED_BY_VALUE},
-                        {"Key": tags.POD_UID, "Value": config.pod_uid},
-                    ],
-                }
-            ],
-        )["Instances"][0]["InstanceId"]
-    )
 
 
 def test_emulated_instance_runs_the_agent_and_ends_terminated(

@@ -12,7 +12,6 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,12 +28,13 @@ from orca.aws.clients import AwsClients
 from orca.aws.heartbeats import HeartbeatStore
 from orca.aws.logs import ContainerLogs, stream_name
 from orca.aws.queue import StatusQueue
-from orca.bootstrap import AgentConfig, render_user_data
+from orca.bootstrap import AgentConfig
 from orca.bundle import PodBundle
 from orca.messages import StatusReport
 from orca_local.envelope import Envelope
 from orca_local.images import local_image_for
 from orca_local.instances import InstanceEmulator
+from tests.integration.aws_fixtures import launch
 from tests.integration.runtime_fixtures import Burst, eventually
 
 pytestmark = pytest.mark.integration
@@ -64,24 +64,6 @@ def pod_manifest(name: str, script: str, **annotations: str) -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-def emulator(
-    burst: Burst, docker_host: str, local_aws: Any, tmp_path: Path
-) -> Iterator[InstanceEmulator]:
-    emulator = InstanceEmulator(
-        burst.aws.ec2,
-        burst.aws.s3,
-        endpoint_url=local_aws.url,
-        region=burst.settings.region,
-        docker_host=docker_host,
-        state_dir=tmp_path / "instances",
-        poll_interval=0.2,
-        tag_filter={tags.DEPARTMENT: burst.settings.department},
-    )
-    with emulator:
-        yield emulator
-
-
 def instance_of(burst: Burst, pod: dict[str, Any]) -> Any:
     [instance] = burst.instances(pod["metadata"]["uid"])
     return instance
@@ -98,7 +80,7 @@ def agent_log(emulator: InstanceEmulator, instance_id: str) -> str:
 
 
 def test_spot_notice_stops_the_pod_gracefully_reports_the_interruption_and_powers_off(
-    burst: Burst, emulator: InstanceEmulator, local_aws: Any
+    burst: Burst, burst_emulator: InstanceEmulator, local_aws: Any
 ) -> None:
     burst.start()
     manifest = pod_manifest("spot-trainer", GRACEFUL, **{"orca.research/launch-type": "spot"})
@@ -145,7 +127,7 @@ def test_spot_notice_stops_the_pod_gracefully_reports_the_interruption_and_power
     warnings = [e for e in burst.events("default", "spot-trainer") if e["type"] == "Warning"]
     assert any(e["reason"] == "SpotInterrupted" for e in warnings), warnings
     assert (
-        DockerCli(emulator.docker.host)
+        DockerCli(burst_emulator.docker.host)
         .run(
             [
                 "ps",
@@ -161,7 +143,7 @@ def test_spot_notice_stops_the_pod_gracefully_reports_the_interruption_and_power
 
 
 def test_heartbeats_keep_the_pod_past_the_lease_and_runtime_silence_stops_it(
-    burst: Burst, emulator: InstanceEmulator
+    burst: Burst, burst_emulator: InstanceEmulator
 ) -> None:
     lease = timedelta(seconds=5)
     burst.start(runtime_lease=lease)
@@ -172,7 +154,9 @@ def test_heartbeats_keep_the_pod_past_the_lease_and_runtime_silence_stops_it(
     # Three leases with the runtime writing its heartbeat: the pod must run throughout.
     until = time.monotonic() + 3 * lease.total_seconds()
     while time.monotonic() < until:
-        assert burst.phase("default", "watched") == "Running", agent_log(emulator, instance_id)
+        assert burst.phase("default", "watched") == "Running", agent_log(
+            burst_emulator, instance_id
+        )
         assert instance_of(burst, created).live
         time.sleep(0.2)
 
@@ -198,7 +182,7 @@ def test_heartbeats_keep_the_pod_past_the_lease_and_runtime_silence_stops_it(
     assert "has not been heard from for" in pod["status"]["message"]
     assert "last heartbeat" in pod["status"]["message"]
     assert log_lines(burst.aws, burst.settings.log_group, pod, "main")[-1] == "checkpoint saved"
-    log = agent_log(emulator, instance_id)
+    log = agent_log(burst_emulator, instance_id)
     assert "RuntimeSilent" in log and "powering off" in log
 
 
@@ -272,24 +256,7 @@ def test_without_any_heartbeat_the_agent_stops_its_pod_a_lease_after_it_started(
     )
 
     with emulator:
-        instance_id = aws_clients.ec2.run_instances(
-            MinCount=1,
-            MaxCount=1,
-            InstanceType="m7i.large",
-            LaunchTemplate={"LaunchTemplateId": envelope.launch_templates["x86_64"]},
-            SubnetId=envelope.subnet_ids[0],
-            UserData=render_user_data(config),
-            InstanceInitiatedShutdownBehavior="terminate",
-            TagSpecifications=[
-                {
-                    "ResourceType": "instance",
-                    "Tags": [
-                        {"Key": tags.MANAGED_BY, "Value": tags.MANAGED_BY_VALUE},
-                        {"Key": tags.POD_UID, "Value": config.pod_uid},
-                    ],
-                }
-            ],
-        )["Instances"][0]["InstanceId"]
+        instance_id = launch(aws_clients, envelope, config, instance_type="m7i.large")
 
         def state() -> str:
             found = aws_clients.ec2.describe_instances(InstanceIds=[instance_id])

@@ -31,11 +31,11 @@ from orca_local.aws import LocalAwsProcess
 from orca_local.envelope import Envelope
 from orca_local.images import local_image_for
 from orca_local.instances import InstanceEmulator
+from tests.integration.aws_fixtures import launch
 from tests.integration.test_agent_docker import (
     FAST,
     RecordingDocker,
     RecordingHost,
-    launch,
     log_lines,
     reports_for,
 )

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,22 +19,6 @@ from orca_local.instances import InstanceEmulator
 from tests.integration.runtime_fixtures import Burst, as_pod, case, eventually
 
 CPU_BATCH_CHECKSUM = "3c1ba78ba93fdf61cb80b6dcb321c92ef633f263dc5e01bea4472e43045472bc  -"
-
-
-@pytest.fixture
-def instances(burst: Burst, docker_host: str, local_aws: Any, tmp_path: Path) -> Iterator[None]:
-    emulator = InstanceEmulator(
-        burst.aws.ec2,
-        burst.aws.s3,
-        endpoint_url=local_aws.url,
-        region=burst.settings.region,
-        docker_host=docker_host,
-        state_dir=tmp_path / "instances",
-        poll_interval=0.2,
-        tag_filter={tags.DEPARTMENT: burst.settings.department},
-    )
-    with emulator:
-        yield
 
 
 def finished(burst: Burst, namespace: str, name: str) -> dict[str, Any]:
@@ -69,7 +51,7 @@ def reasons(burst: Burst, namespace: str, name: str) -> list[str]:
 
 
 def test_cpu_batch_pod_succeeds_with_its_log_and_its_instance_terminated(
-    burst: Burst, instances: None
+    burst: Burst, burst_emulator: InstanceEmulator
 ) -> None:
     burst.start()
     [manifest] = case("02-cpu-batch.yaml")
@@ -95,7 +77,7 @@ def test_cpu_batch_pod_succeeds_with_its_log_and_its_instance_terminated(
 
 
 def test_failing_step_ends_failed_with_exit_3_and_its_stderr_logged(
-    burst: Burst, instances: None
+    burst: Burst, burst_emulator: InstanceEmulator
 ) -> None:
     burst.start()
     [manifest] = case("03-failing-step.yaml")
@@ -111,7 +93,9 @@ def test_failing_step_ends_failed_with_exit_3_and_its_stderr_logged(
     assert "ContainerFailed" in reasons(burst, "default", "qc-check")
 
 
-def test_readme_gpu_pod_runs_on_one_spot_p5_tagged_for_cost(burst: Burst, instances: None) -> None:
+def test_readme_gpu_pod_runs_on_one_spot_p5_tagged_for_cost(
+    burst: Burst, burst_emulator: InstanceEmulator
+) -> None:
     burst.start()
     [manifest] = case("01-gpu-training-spot.yaml")
     created = burst.create(manifest)
@@ -134,7 +118,7 @@ def test_readme_gpu_pod_runs_on_one_spot_p5_tagged_for_cost(burst: Burst, instan
 
 
 def test_job_pod_runs_init_first_with_config_and_secret_env_that_leaks_nowhere(
-    burst: Burst, instances: None, caplog: pytest.LogCaptureFixture
+    burst: Burst, burst_emulator: InstanceEmulator, caplog: pytest.LogCaptureFixture
 ) -> None:
     config_map, secret, job = case("04-job-with-init-config-secret.yaml")
     secret_value = secret["stringData"]["WANDB_API_KEY"]
@@ -170,7 +154,7 @@ def test_job_pod_runs_init_first_with_config_and_secret_env_that_leaks_nowhere(
 
 
 def test_pod_deleted_while_running_terminates_its_instance_and_is_released(
-    burst: Burst, instances: None
+    burst: Burst, burst_emulator: InstanceEmulator
 ) -> None:
     burst.start()
     manifest = {
@@ -197,7 +181,7 @@ def test_pod_deleted_while_running_terminates_its_instance_and_is_released(
 
 
 def test_runtime_restarted_while_a_pod_runs_adopts_its_instance_and_follows_it_to_the_end(
-    burst: Burst, instances: None
+    burst: Burst, burst_emulator: InstanceEmulator
 ) -> None:
     burst.start()
     manifest = {

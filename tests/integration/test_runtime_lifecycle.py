@@ -66,14 +66,18 @@ def test_bad_annotations_each_end_failed_with_a_warning_and_no_instance(burst: B
 
     for pod in pods:
         name = pod["metadata"]["name"]
-        eventually(lambda: burst.phase("default", name) == "Failed", what=f"{name} Failed")  # noqa: B023
+
+        def failed(name: str = name) -> bool:
+            return burst.phase("default", name) == "Failed"
+
+        eventually(failed, what=f"{name} Failed")
         warnings = [e for e in burst.events("default", name) if e["type"] == "Warning"]
         assert warnings, f"{name} has no Warning event"
         assert all(e["reason"] == "InvalidAnnotation" for e in warnings)
         assert all(
             "orca.research/" in e["message"] and "Allowed:" in e["message"] for e in warnings
         )
-        assert burst.pod("default", name)["status"]["reason"] == "InvalidAnnotation"  # type: ignore[index]
+        assert burst.stored("default", name)["status"]["reason"] == "InvalidAnnotation"
 
     assert burst.instances() == []
 
@@ -101,7 +105,7 @@ def test_launch_records_intent_then_instance_with_tags_and_events(burst: Burst) 
     uid = pod["metadata"]["uid"]
 
     annotated = eventually(
-        lambda: (burst.pod("default", "tagged")["metadata"].get("annotations") or {}).get(  # type: ignore[index]
+        lambda: (burst.stored("default", "tagged")["metadata"].get("annotations") or {}).get(
             tags.INSTANCE_ID_ANNOTATION
         ),
         what="the instance id on the pod",
@@ -116,9 +120,10 @@ def test_launch_records_intent_then_instance_with_tags_and_events(burst: Burst) 
     assert instance.tags["cost-center"] == "cc-test"
 
     def waiting_reason() -> str:
-        status = burst.pod("default", "tagged")["status"]  # type: ignore[index]
+        status = burst.stored("default", "tagged")["status"]
         assert status["phase"] == "Pending"
-        return status["containerStatuses"][0]["state"]["waiting"]["reason"]  # type: ignore[no-any-return]
+        reason: str = status["containerStatuses"][0]["state"]["waiting"]["reason"]
+        return reason
 
     eventually(lambda: waiting_reason() == "InstanceBooting", what="Pending, InstanceBooting")
     launched = [e for e in burst.events("default", "tagged") if e["reason"] == "Launched"]
@@ -149,7 +154,7 @@ def test_runtime_killed_between_launch_and_record_restarts_with_one_instance(
     runtime.controller.stop(timeout=1)
     runtime.node.stop()
     burst.runtime = None
-    intent = burst.pod("default", "crash-test")["metadata"]["annotations"]  # type: ignore[index]
+    intent = burst.stored("default", "crash-test")["metadata"]["annotations"]
     assert tags.LAUNCH_ATTEMPT_ANNOTATION in intent
     assert tags.INSTANCE_ID_ANNOTATION not in intent
 
@@ -157,7 +162,7 @@ def test_runtime_killed_between_launch_and_record_restarts_with_one_instance(
     burst.start()
 
     recorded = eventually(
-        lambda: burst.pod("default", "crash-test")["metadata"]["annotations"].get(  # type: ignore[index]
+        lambda: burst.stored("default", "crash-test")["metadata"]["annotations"].get(
             tags.INSTANCE_ID_ANNOTATION
         ),
         what="the adopted instance id",
@@ -288,11 +293,11 @@ def test_a_group_pod_waits_pending_while_the_group_is_full_then_launches_into_a_
         uid = pod["metadata"]["uid"]
 
         def attempts() -> int:
-            annotations = burst.pod("default", "reserved")["metadata"].get("annotations") or {}  # type: ignore[index]
+            annotations = burst.stored("default", "reserved")["metadata"].get("annotations") or {}
             return int(annotations.get(tags.LAUNCH_ATTEMPT_ANNOTATION, "0"))
 
         def waiting() -> dict[str, str] | None:
-            status = burst.pod("default", "reserved")["status"]  # type: ignore[index]
+            status = burst.stored("default", "reserved")["status"]
             assert status["phase"] == "Pending"
             state: dict[str, str] = status["containerStatuses"][0]["state"]["waiting"]
             return state if state["reason"] == "WaitingForCapacity" else None

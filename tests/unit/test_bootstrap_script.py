@@ -123,7 +123,8 @@ def test_the_agent_runs_from_its_ecr_image_after_sign_in_then_the_instance_power
         ["shutdown", "-h"],
     ]
     assert result.ran("aws") == [["aws", "ecr", "get-login-password", "--region", "eu-west-1"]]
-    [login] = [call for call in result.calls if call["argv"][:2] == ["docker", "login"]]  # type: ignore[index]
+    docker_login = ["docker", "login"]
+    [login] = [c for c in result.calls if c["argv"][:2] == docker_login]  # type: ignore[index]
     assert login["argv"] == [
         "docker",
         "login",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from orca import tags
 from orca.aws.model import ReservationChoice, Subnet
@@ -93,7 +94,9 @@ def test_user_data_of_a_pod_with_a_secret_holds_no_secret() -> None:
     assert all("s3cr3t" not in value for value in plan.request.tags.values())
 
 
-def test_user_data_is_a_valid_bash_script_that_powers_off_without_an_agent(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_user_data_is_a_valid_bash_script_that_powers_off_without_an_agent(
+    tmp_path: Path,
+) -> None:
     [p] = case_documents("02-cpu-batch.yaml")
     s = settings()
     spec = resolve_launch(p, s, Catalog.shipped(), ["us-east-1a"])

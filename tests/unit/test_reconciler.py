@@ -352,7 +352,8 @@ def test_an_instance_whose_agent_never_reports_is_ended_long_before_the_deadline
     world = World()
     world.ec2 = FakeEc2(clock=world.clock)
     world.reconciler.ec2 = world.ec2
-    world.reconciler.launcher = Launcher(world.settings, world.ec2, DEFAULT_SUBNETS)  # type: ignore[arg-type]
+    launcher = Launcher(world.settings, world.ec2, DEFAULT_SUBNETS)  # type: ignore[arg-type]
+    world.reconciler.launcher = launcher
     uid = world.create(cpu_pod())
     world.reconcile(uid)
     instance_id = world.instance_of(uid).instance_id

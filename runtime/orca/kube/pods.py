@@ -55,7 +55,8 @@ class PodApi:
 
     def get(self, namespace: str, name: str) -> Pod | None:
         try:
-            return body(self.core.read_namespaced_pod(name, namespace, _preload_content=False))  # type: ignore[no-any-return]
+            response = self.core.read_namespaced_pod(name, namespace, _preload_content=False)
+            return body(response)  # type: ignore[no-any-return]
         except ApiException as e:
             if e.status == 404:
                 return None
