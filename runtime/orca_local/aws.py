@@ -27,8 +27,8 @@ Extensions, each with its reason:
 (d) A control endpoint for the extensions when the server is another process
     (``python -m orca_local.aws``): ``POST /_orca/capacity-errors``,
     ``DELETE /_orca/capacity-errors``, ``POST /_orca/instances/<id>/shutdown``, the
-    capacity reservation calls of (e) and the spot calls of (g), used through
-    :class:`LocalAwsControl`.
+    capacity reservation calls of (e), the spot calls of (g) and the pricing calls of
+    (i)-(k), used through :class:`LocalAwsControl`.
 (e) On-Demand Capacity Reservations and RunInstances' ``CapacityReservationSpecification``.
     ORCA launches a pod that asks for ``capacity-reservation: group`` or a ``cr-`` id only
     into that capacity; moto implements no reservations and ignores the specification.
@@ -69,6 +69,11 @@ Extensions, each with its reason:
     isolation, so moto's DynamoDB handler serves one request at a time, which is one of
     the orders serializable isolation allows. moto's CancellationReasons (codes, messages,
     ``Item`` with ``ReturnValuesOnConditionCheckFailure``) match DynamoDB's and are kept.
+(i)-(k) Prices, in :mod:`orca_local.aws_pricing`: (i) the Price List API's ``GetProducts``
+    (moto has no ``pricing`` backend) answered in the Price List's document shape from the
+    shipped table's prices, with settable prices; (j) a Price List API made to fail, for
+    the runtime's fallback; (k) DescribeSpotPriceHistory from spot prices set per
+    (type, zone), instead of moto's placeholder.
 
 moto keeps its state in process-wide backends, so two :class:`LocalAws` servers
 in one process share their state; the subprocess mode (:class:`LocalAwsProcess`)
@@ -108,6 +113,8 @@ from moto.moto_server.werkzeug_app import (
 )
 from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
+
+from orca_local import aws_pricing
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +167,7 @@ def install() -> None:
         Instance.terminate = _terminate  # type: ignore[method-assign]
         _original_dynamodb_call = DynamoHandler.call_action
         DynamoHandler.call_action = _serialised_dynamodb_call  # type: ignore[method-assign]
+        aws_pricing.install()
         _installed = True
 
 
@@ -440,6 +448,8 @@ def _control_app(app: DomainDispatcherApplication) -> Callable[..., Iterable[byt
     """moto's WSGI app, with ORCA's control endpoint in front of it."""
 
     def wsgi(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if aws_pricing.handles(environ):
+            return aws_pricing.price_list_app(environ, start_response)
         if not environ.get("PATH_INFO", "").startswith(CONTROL_PREFIX):
             return app(environ, start_response)  # type: ignore[no-any-return]
         request = Request(environ)
@@ -451,6 +461,9 @@ def _control_app(app: DomainDispatcherApplication) -> Callable[..., Iterable[byt
 def _control(request: Request) -> Response:
     path = request.path[len(CONTROL_PREFIX) :].strip("/").split("/")
     try:
+        priced = aws_pricing.control(request, path)
+        if priced is not None:
+            return priced
         if path == ["capacity-errors"] and request.method == "POST":
             body = request.get_json(force=True)
             inject_capacity_error(body["instanceType"], body.get("zone"), body.get("times"))
@@ -493,7 +506,7 @@ def _control(request: Request) -> Response:
     return Response(json.dumps({"error": f"no such control call {request.path}"}), status=404)
 
 
-class LocalAws:
+class LocalAws(aws_pricing.InProcessPricing):
     """The local AWS served from a thread of this process."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
@@ -546,7 +559,7 @@ class LocalAws:
         self.stop()
 
 
-class LocalAwsControl:
+class LocalAwsControl(aws_pricing.PricingControl):
     """ORCA's extensions of a local AWS in another process, over its control endpoint."""
 
     def __init__(self, url: str, timeout: float = 10.0) -> None:
