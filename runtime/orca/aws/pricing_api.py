@@ -65,8 +65,9 @@ def price_list_client(
     """A ``pricing`` client in a region that has the Price List API.
 
     As for every ORCA client, the endpoint comes from ``endpoint_url`` or boto3's own
-    ``AWS_ENDPOINT_URL`` variables. Few attempts: a failed price falls back to the
-    shipped table, so a long retry loop would only delay a launch.
+    ``AWS_ENDPOINT_URL`` variables. ``max_attempts`` counts every call, the first
+    included. Few attempts: a failed price falls back to the shipped table, so a long
+    retry loop would only delay a launch.
     """
     made = (session or boto3.Session()).client(
         "pricing",
@@ -74,7 +75,8 @@ def price_list_client(
         endpoint_url=endpoint_url,
         config=Config(
             region_name=region,
-            retries={"mode": "standard", "max_attempts": max_attempts},
+            # botocore's "max_attempts" counts retries; "total_max_attempts" counts calls.
+            retries={"mode": "standard", "total_max_attempts": max_attempts},
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
             user_agent_extra=f"orca/{__version__}",
