@@ -327,7 +327,7 @@ class Prices:
 
         quote = _pick_quote(entry.quotes, zone)
         if quote is not None:
-            where = zone or f"{quote.zone}, the highest of {', '.join(sorted(entry.quotes))}"
+            where = zone or f"{quote.zone} (the highest of {', '.join(sorted(entry.quotes))})"
             return Price(
                 instance_type,
                 "spot",
