@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from orca import tags
+from orca.aws.bundles import INSTANCE_BUNDLE_PATTERN
 from orca.heartbeat import heartbeat_key
 
 SERVICE_ACCOUNT_AUDIENCE = "sts.amazonaws.com"
@@ -203,6 +204,14 @@ def runtime_policy(scope: RuntimeScope) -> Document:
             "Resource": f"{scope.bucket_arn}/bundles/*",
         },
         {
+            # A pod's bundles (one per instance it had) are found by listing its prefix.
+            "Sid": "ListPodBundles",
+            "Effect": "Allow",
+            "Action": "s3:ListBucket",
+            "Resource": scope.bucket_arn,
+            "Condition": {"StringLike": {"s3:prefix": "bundles/*"}},
+        },
+        {
             # The dead-man switch's heartbeat: this department's one object, write only.
             "Sid": "WriteTheRuntimeHeartbeat",
             "Effect": "Allow",
@@ -266,10 +275,13 @@ def instance_policy(
     the runtime's heartbeat, and pulls of the account's ECR images."""
     return _document(
         {
-            "Sid": "ReadPodBundles",
+            # A bundle holds its pod's resolved Secrets, so an instance reads only the one
+            # keyed by its own ARN: IAM fills ${ec2:SourceInstanceARN} with the ARN of the
+            # instance whose role credentials signed the request.
+            "Sid": "ReadOnlyThisInstancesPodBundle",
             "Effect": "Allow",
             "Action": "s3:GetObject",
-            "Resource": f"{bucket_arn}/bundles/*",
+            "Resource": f"{bucket_arn}/{INSTANCE_BUNDLE_PATTERN}",
         },
         {
             # Without s3:ListBucket a missing heartbeat reads as AccessDenied, not NoSuchKey;

@@ -1,9 +1,10 @@
 """User data for a burst instance: a short bootstrap that runs the ORCA agent, then powers off.
 
 User data is readable through the EC2 API and from inside the instance, so it
-holds no secrets: only where to find the pod's bundle (which the instance role
-alone can read), where to report, and the instance's hard deadline. EC2 caps
-user data at 16 KB before base64; ours stays under 3 KB.
+holds no secrets: only where to find the pod's bundle (which this instance
+alone can read, see :mod:`orca.aws.bundles`), where to report, and the
+instance's hard deadline. EC2 caps user data at 16 KB before base64; ours stays
+under 4 KB.
 
 The launch templates use the ECS-optimized Amazon Linux 2023 AMIs, which ship
 Docker (with the NVIDIA container toolkit on the GPU variant) and Python 3.9, while
@@ -61,7 +62,8 @@ class AgentConfig(BaseModel):
     department: str
     pod_uid: str
     pod: str  # namespace/name, for log stream names and messages
-    bundle_url: str  # s3://bucket/key
+    # The bucket of the pod's bundle, which the agent finds under its own instance ARN.
+    bundle_bucket: str = Field(min_length=3, max_length=63)
     status_queue_url: str
     log_group: str
     deadline: datetime  # the instance stops itself at this time, whatever happens

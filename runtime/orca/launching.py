@@ -58,7 +58,7 @@ def choose_subnet(
 
 @dataclass(frozen=True)
 class LaunchPlan:
-    """The exact RunInstances request for one attempt, and the bundle URL it points at."""
+    """The exact RunInstances request for one attempt, with the subnet and deadline it has."""
 
     request: LaunchRequest
     subnet: Subnet
@@ -80,7 +80,6 @@ class Launcher:
         pod: dict,  # type: ignore[type-arg]
         spec: LaunchSpec,
         attempt: int,
-        bundle_url: str,
         deadline: datetime,
     ) -> LaunchPlan:
         meta = pod["metadata"]
@@ -92,7 +91,7 @@ class Launcher:
             department=self.settings.department,
             pod_uid=uid,
             pod=f"{meta['namespace']}/{meta['name']}",
-            bundle_url=bundle_url,
+            bundle_bucket=self.settings.bundle_bucket,
             status_queue_url=self.settings.status_queue_url,
             log_group=self.settings.log_group,
             deadline=deadline,

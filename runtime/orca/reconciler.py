@@ -31,7 +31,7 @@ from orca.aws.ec2 import Ec2
 from orca.aws.errors import AuthError, BadRequestError, CapacityError, NotFoundError, QuotaError
 from orca.aws.model import Instance
 from orca.aws.queue import StatusQueue
-from orca.bundle import MissingReference, build_bundle
+from orca.bundle import MissingReference, PodBundle, build_bundle
 from orca.catalog import Catalog
 from orca.contract import ContractError, LaunchSpec, resolve_launch
 from orca.kube.events import EventRecorder, EventType
@@ -248,6 +248,9 @@ class Reconciler:
                 "adopting %s for pod %s (launch attempt %s)", instance.instance_id, uid, attempt
             )
             self.observed.remember_instance(instance)
+            # The launch may have ended before the bundle was stored: its agent waits for it.
+            if instance.live and not self._store_bundle_again(pod, instance):
+                return
             self._record_instance(pod, instance)
             return
         spec = self._resolve(pod)
@@ -255,6 +258,17 @@ class Reconciler:
             return
         deadline = _parse_time(annotations[tags.DEADLINE_ANNOTATION])
         self._launch_attempt(pod, spec, attempt=attempt, deadline=deadline, intent_written=True)
+
+    def _store_bundle_again(self, pod: Pod, instance: Instance) -> bool:
+        spec = self._resolve(pod)
+        if spec is None:
+            return False
+        deadline = _parse_time(pod["metadata"]["annotations"][tags.DEADLINE_ANNOTATION])
+        bundle = self._build_bundle(pod, spec, deadline)
+        if bundle is None:
+            return False
+        self._store_bundle(bundle, instance)
+        return True
 
     def _launch_attempt(
         self,
@@ -265,30 +279,10 @@ class Reconciler:
         intent_written: bool = False,
     ) -> None:
         uid = pod["metadata"]["uid"]
-        try:
-            bundle = build_bundle(
-                pod,
-                self.pods,
-                deadline=deadline,
-                now=self.clock(),
-                allocatable={
-                    "cpu": Decimal(spec.instance_type.vcpus),
-                    "memory": Decimal(spec.instance_type.memory_mib * 2**20),
-                },
-                warn=lambda message: self.events.warning(pod, "TokenLifetime", message),
-            )
-        except (MissingReference, InvalidPullSecret) as e:
-            message = f"{e}; the pod waits until it exists"
-            self.events.warning(pod, "CreateContainerConfigError", message)
-            self._set_status(
-                pod,
-                pod_status.pending_status(pod, "CreateContainerConfigError", message, self.clock()),
-            )
-            self.queue.add_after(uid, MISSING_REFERENCE_RETRY_SECONDS)
+        bundle = self._build_bundle(pod, spec, deadline)
+        if bundle is None:
             return
-        bundle_url = self.bundles.put(bundle)
-        self._bundles_deleted.discard(uid)
-        plan = self.launcher.plan(pod, spec, attempt, bundle_url, deadline)
+        plan = self.launcher.plan(pod, spec, attempt, deadline)
 
         if not intent_written:
             pod = self._annotate(
@@ -355,7 +349,39 @@ class Reconciler:
 
         self.metrics.launches(instance_type=spec.instance_type.name, market=spec.market).inc()
         self.observed.remember_instance(instance)
+        self._store_bundle(bundle, instance)
         self._record_instance(pod, instance)
+
+    def _build_bundle(self, pod: Pod, spec: LaunchSpec, deadline: datetime) -> PodBundle | None:
+        """The pod's bundle, or None while a reference it needs is missing (the pod waits)."""
+        try:
+            return build_bundle(
+                pod,
+                self.pods,
+                deadline=deadline,
+                now=self.clock(),
+                allocatable={
+                    "cpu": Decimal(spec.instance_type.vcpus),
+                    "memory": Decimal(spec.instance_type.memory_mib * 2**20),
+                },
+                warn=lambda message: self.events.warning(pod, "TokenLifetime", message),
+            )
+        except (MissingReference, InvalidPullSecret) as e:
+            message = f"{e}; the pod waits until it exists"
+            self.events.warning(pod, "CreateContainerConfigError", message)
+            self._set_status(
+                pod,
+                pod_status.pending_status(pod, "CreateContainerConfigError", message, self.clock()),
+            )
+            self.queue.add_after(pod["metadata"]["uid"], MISSING_REFERENCE_RETRY_SECONDS)
+            return None
+
+    def _store_bundle(self, bundle: PodBundle, instance: Instance) -> None:
+        """Store the bundle where only ``instance`` can read it (see orca.aws.bundles)."""
+        if instance.arn is None:
+            raise ValueError(f"EC2 named no account for {instance.instance_id}; it has no ARN")
+        self.bundles.put(bundle, instance.arn)
+        self._bundles_deleted.discard(bundle.pod_uid)
 
     def _capacity_shortfall(
         self,

@@ -60,14 +60,17 @@ import orca
 from orca import tags
 from orca.agent.docker import DockerCli, DockerError
 from orca.agent.host import (
+    INSTANCE_ARN_VAR,
     INSTANCE_ID_VAR,
     POWEROFF_FILE_VAR,
     PRIVATE_IP_VAR,
     SPOT_NOTICE_FILE_VAR,
 )
-from orca.aws.bundles import BundleStore, parse_s3_url
-from orca.aws.errors import AwsError, aws_call
+from orca.aws.bundles import BundleStore
+from orca.aws.errors import AuthError, AwsError, NotFoundError, aws_call
+from orca.aws.model import instance_arn
 from orca.bootstrap import AgentConfig, parse_user_data
+from orca.bundle import PodBundle
 from orca_local.images import DEFAULT_IMAGE_MAP, ensure_images, local_image_for
 
 if TYPE_CHECKING:
@@ -78,11 +81,19 @@ log = logging.getLogger(__name__)
 _BOOTING_STATES = ("pending", "running")
 _ALL_STATES = ("pending", "running", "shutting-down", "stopping", "stopped", "terminated")
 _FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+# The runtime stores a pod's bundle right after RunInstances answers, which may be just
+# after this emulator saw the instance; the images wait for it this long.
+_BUNDLE_WAIT_SECONDS = 30.0
+
+# An instance as one DescribeInstances saw it: state, private IP and ARN.
+_Seen = tuple[str, str | None, str]
+_GONE: _Seen = ("gone", None, "")
 
 
 @dataclass
 class EmulatedInstance:
     instance_id: str
+    arn: str
     private_ip: str | None
     workdir: Path
     config: AgentConfig | None = None
@@ -176,17 +187,17 @@ class InstanceEmulator:
     def poll_once(self) -> None:
         """One look at the local EC2: boot new instances, kill those that are gone."""
         states = self._instance_states()
-        for instance_id, (state, private_ip) in states.items():
+        for instance_id, (state, private_ip, arn) in states.items():
             if state in _BOOTING_STATES and instance_id not in self.instances:
                 instance = EmulatedInstance(
-                    instance_id, private_ip, self.state_dir / "instances" / instance_id
+                    instance_id, arn, private_ip, self.state_dir / "instances" / instance_id
                 )
                 self.instances[instance_id] = instance
                 threading.Thread(
                     target=self._boot, args=(instance,), name=f"boot-{instance_id}", daemon=True
                 ).start()
         for instance_id, instance in list(self.instances.items()):
-            state = states.get(instance_id, ("gone", None))[0]
+            state = states.get(instance_id, _GONE)[0]
             over = instance.killed or instance.ended
             if state not in _BOOTING_STATES and not over:
                 self._kill(instance_id, f"instance is {state}")
@@ -216,7 +227,7 @@ class InstanceEmulator:
         instance.reclaim_at = _parse_time(notice["time"])
         log.info("%s: spot interruption notice, reclaimed at %s", instance_id, notice["time"])
 
-    def _serve_spot_notices(self, states: Mapping[str, tuple[str, str | None]]) -> None:
+    def _serve_spot_notices(self, states: Mapping[str, _Seen]) -> None:
         """Notices asked of the local AWS reach their agents; due instances are reclaimed."""
         for instance_id, notice in self._control.spot_interruptions().items():
             instance = self.instances.get(instance_id)
@@ -225,26 +236,31 @@ class InstanceEmulator:
         now = datetime.now(UTC)
         for instance_id, instance in list(self.instances.items()):
             due = instance.reclaim_at is not None and now >= instance.reclaim_at
-            live = states.get(instance_id, ("gone", None))[0] in _BOOTING_STATES
+            live = states.get(instance_id, _GONE)[0] in _BOOTING_STATES
             if due and live and not instance.reclaimed:
                 instance.reclaimed = True
                 state = self._control.reclaim_spot_instance(instance_id)
                 log.info("%s: reclaimed by EC2 at its notice's time: now %s", instance_id, state)
 
-    def _instance_states(self) -> dict[str, tuple[str, str | None]]:
+    def _instance_states(self) -> dict[str, _Seen]:
         filters = [
             {"Name": f"tag:{tags.MANAGED_BY}", "Values": [tags.MANAGED_BY_VALUE]},
             {"Name": "instance-state-name", "Values": list(_ALL_STATES)},
             *({"Name": f"tag:{k}", "Values": [v]} for k, v in self.tag_filter.items()),
         ]
-        states: dict[str, tuple[str, str | None]] = {}
+        states: dict[str, _Seen] = {}
+        partition = self._ec2.meta.partition
         with aws_call("describing the local EC2's instances"):
             for page in self._ec2.get_paginator("describe_instances").paginate(Filters=filters):
                 for reservation in page["Reservations"]:
                     for item in reservation["Instances"]:
+                        arn = instance_arn(
+                            partition, self.region, reservation["OwnerId"], item["InstanceId"]
+                        )
                         states[item["InstanceId"]] = (
                             item["State"]["Name"],
                             item.get("PrivateIpAddress"),
+                            arn,
                         )
         return states
 
@@ -262,7 +278,7 @@ class InstanceEmulator:
         config_file = instance.workdir / "agent.json"
         config_file.write_text(config.model_dump_json(by_alias=True, exclude_none=True))
         config_file.chmod(0o600)
-        self._emulate_images(instance_id, config)
+        self._emulate_images(instance, config)
 
         with self._lock:
             if instance.killed or self._stop.is_set():
@@ -290,12 +306,10 @@ class InstanceEmulator:
             raise ValueError("it has no user data")
         return parse_user_data(base64.b64decode(encoded).decode())
 
-    def _emulate_images(self, instance_id: str, config: AgentConfig) -> None:
-        bucket, _ = parse_s3_url(config.bundle_url)
-        try:
-            bundle = BundleStore(self._s3, bucket).get(config.bundle_url)
-        except AwsError as e:
-            log.warning("%s: bundle unreadable (%s); its images are not emulated", instance_id, e)
+    def _emulate_images(self, instance: EmulatedInstance, config: AgentConfig) -> None:
+        instance_id = instance.instance_id
+        bundle = self._wait_for_bundle(instance, config)
+        if bundle is None:
             return
         spec = bundle.spec
         images = {
@@ -317,6 +331,23 @@ class InstanceEmulator:
                 continue
             log.info("%s: image %s is emulated by local image %s", instance_id, image, local)
 
+    def _wait_for_bundle(self, instance: EmulatedInstance, config: AgentConfig) -> PodBundle | None:
+        store = BundleStore(self._s3, config.bundle_bucket)
+        give_up = time.monotonic() + _BUNDLE_WAIT_SECONDS
+        while True:
+            try:
+                return store.get(config.pod_uid, instance.arn)
+            except AwsError as e:
+                not_yet = isinstance(e, (NotFoundError, AuthError))
+                if not_yet and time.monotonic() < give_up and not self._stop.wait(0.25):
+                    continue
+                log.warning(
+                    "%s: bundle unreadable (%s); its images are not emulated",
+                    instance.instance_id,
+                    e,
+                )
+                return None
+
     def _agent_env(self, instance: EmulatedInstance, config: AgentConfig) -> dict[str, str]:
         runtime_dir = str(Path(orca.__file__).resolve().parents[1])
         python_path = os.pathsep.join(p for p in (runtime_dir, os.environ.get("PYTHONPATH")) if p)
@@ -332,6 +363,7 @@ class InstanceEmulator:
                 "PYTHONPATH": python_path,
                 "ORCA_AGENT_LOG_LEVEL": self.agent_log_level,
                 INSTANCE_ID_VAR: instance.instance_id,
+                INSTANCE_ARN_VAR: instance.arn,
                 PRIVATE_IP_VAR: instance.private_ip or "",
                 POWEROFF_FILE_VAR: str(instance.poweroff_file),
                 SPOT_NOTICE_FILE_VAR: str(instance.spot_notice_file),

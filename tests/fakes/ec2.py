@@ -20,8 +20,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from orca.aws.errors import AwsError, error_for_code
-from orca.aws.model import Instance, LaunchRequest, Subnet
+from orca.aws.model import Instance, LaunchRequest, Subnet, instance_arn
 from orca.tags import POD
+
+ACCOUNT = "123456789012"
 
 DEFAULT_SUBNETS = (
     Subnet("subnet-0000000000000000a", "us-east-1a", "vpc-00000000000000001"),
@@ -137,8 +139,9 @@ class FakeEc2:
             if pool in self._capacity:
                 self._capacity[pool] -= 1
 
+            instance_id = f"i-{next(self._ids):017x}"
             instance = Instance(
-                instance_id=f"i-{next(self._ids):017x}",
+                instance_id=instance_id,
                 instance_type=req.instance_type,
                 state=self.launch_state,
                 availability_zone=subnet.availability_zone,
@@ -146,6 +149,7 @@ class FakeEc2:
                 tags=dict(req.tags),
                 private_ip=f"10.0.0.{next(self._ips) % 250 + 2}",
                 spot=req.market == "spot",
+                arn=instance_arn("aws", "us-east-1", ACCOUNT, instance_id),
             )
             self._instances[instance.instance_id] = instance
             self._requests[instance.instance_id] = req

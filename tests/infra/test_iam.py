@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 from typing import Any
 
 import pytest
 
+from orca.aws.bundles import BundleStore
 from tests.infra import guards
 from tests.infra.conftest import physics_with
 from tests.infra.harness import ACCOUNT, SECRET_SIGNATURE, StackRun, run_stack
@@ -155,13 +157,26 @@ def test_runtime_passes_only_the_instance_role_and_describe_is_its_only_wildcard
     unscoped = [s["Sid"] for s in policy["Statement"] if s["Resource"] == "*"]
     assert unscoped == ["DescribeCannotBeScoped"]
     assert _statement(policy, "WriteAndDeletePodBundles")["Resource"].endswith("/bundles/*")
+    listing = _statement(policy, "ListPodBundles")
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": "bundles/*"}}
 
 
 def test_instance_role_reads_bundles_writes_its_logs_and_reports(example: StackRun) -> None:
     policy = _policy(example, "aws:iam/rolePolicy:RolePolicy", "instance")
     by_sid = {s["Sid"]: s for s in policy["Statement"]}
-    assert by_sid["ReadPodBundles"]["Action"] == "s3:GetObject"
-    assert by_sid["ReadPodBundles"]["Resource"].endswith("/bundles/*")
+    bucket = example.one("aws:s3/bucket:Bucket").outputs["arn"]
+    read = by_sid["ReadOnlyThisInstancesPodBundle"]
+    assert read["Action"] == "s3:GetObject"
+    # IAM resolves the variable per request to the calling instance's ARN; the runtime
+    # stores each bundle under exactly that ARN.
+    assert read["Resource"] == f"{bucket}/bundles/*/${{ec2:SourceInstanceARN}}.json"
+    mine, other = (f"arn:aws:ec2:us-east-1:{ACCOUNT}:instance/i-0{n}" for n in "12")
+    store = BundleStore(None, "")
+    resolved = read["Resource"].replace("${ec2:SourceInstanceARN}", mine)
+    assert resolved == f"{bucket}/{store.key('*', mine)}"
+    assert fnmatch.fnmatchcase(f"{bucket}/{store.key('uid-1', mine)}", resolved)
+    assert not fnmatch.fnmatchcase(f"{bucket}/{store.key('uid-2', other)}", resolved)
+    assert not any(s["Action"] == "s3:ListBucket" for s in policy["Statement"])
     log_group = example.one("aws:cloudwatch/logGroup:LogGroup").outputs["arn"]
     assert by_sid["WriteContainerLogs"]["Resource"][0] == log_group
     status = next(q for q in example.of_type("aws:sqs/queue:Queue") if q.name.endswith("status"))
@@ -220,5 +235,10 @@ def test_runtime_writes_only_its_own_heartbeat_and_instances_only_read_it(
     # Nothing else reaches the heartbeats: the bundle grants stop at bundles/.
     for document in (runtime, instance):
         s3 = [s for s in document["Statement"] if "s3:" in json.dumps(s["Action"])]
-        assert {s["Resource"] for s in s3} <= {f"{bucket}/bundles/*", heartbeat}
+        assert {s["Resource"] for s in s3} <= {
+            bucket,  # listing, under bundles/ only
+            f"{bucket}/bundles/*",
+            f"{bucket}/bundles/*/${{ec2:SourceInstanceARN}}.json",
+            heartbeat,
+        }
     assert not any("s3:PutObject" in json.dumps(s["Action"]) for s in instance["Statement"])

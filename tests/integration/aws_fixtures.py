@@ -23,7 +23,9 @@ import boto3
 import pytest
 
 from orca import tags
+from orca.aws.bundles import BundleStore
 from orca.aws.clients import AwsClients
+from orca.aws.model import instance_arn
 from orca.aws.ratelimit import BucketLimit, Pacer
 from orca.bootstrap import AgentConfig, render_user_data
 from orca_local.aws import LocalAwsProcess
@@ -86,26 +88,41 @@ def fast_pacer() -> Pacer:
 
 
 def launch(
-    clients: AwsClients, envelope: Envelope, config: AgentConfig, instance_type: str = "c7i.4xlarge"
+    clients: AwsClients,
+    envelope: Envelope,
+    config: AgentConfig,
+    *,
+    bundle_stored_for: str,
+    instance_type: str = "c7i.4xlarge",
 ) -> str:
-    """RunInstances as the runtime does it: ORCA's tags, the bootstrap in user data."""
-    return str(
-        clients.ec2.run_instances(
-            MinCount=1,
-            MaxCount=1,
-            InstanceType=instance_type,
-            LaunchTemplate={"LaunchTemplateId": envelope.launch_templates["x86_64"]},
-            SubnetId=envelope.subnet_ids[0],
-            UserData=render_user_data(config),
-            InstanceInitiatedShutdownBehavior="terminate",
-            TagSpecifications=[
-                {
-                    "ResourceType": "instance",
-                    "Tags": [
-                        {"Key": tags.MANAGED_BY, "Value": tags.MANAGED_BY_VALUE},
-                        {"Key": tags.POD_UID, "Value": config.pod_uid},
-                    ],
-                }
-            ],
-        )["Instances"][0]["InstanceId"]
+    """RunInstances as the runtime does it: ORCA's tags, the bootstrap in user data, and
+    then the pod's bundle stored for the new instance alone.
+
+    The bundle comes from where a test stored it for a host of its own
+    (``bundle_stored_for``, an instance ARN) and moves to the launched instance's ARN.
+    """
+    answer = clients.ec2.run_instances(
+        MinCount=1,
+        MaxCount=1,
+        InstanceType=instance_type,
+        LaunchTemplate={"LaunchTemplateId": envelope.launch_templates["x86_64"]},
+        SubnetId=envelope.subnet_ids[0],
+        UserData=render_user_data(config),
+        InstanceInitiatedShutdownBehavior="terminate",
+        TagSpecifications=[
+            {
+                "ResourceType": "instance",
+                "Tags": [
+                    {"Key": tags.MANAGED_BY, "Value": tags.MANAGED_BY_VALUE},
+                    {"Key": tags.POD_UID, "Value": config.pod_uid},
+                ],
+            }
+        ],
     )
+    instance_id = str(answer["Instances"][0]["InstanceId"])
+    store = BundleStore(clients.s3, config.bundle_bucket)
+    bundle = store.get(config.pod_uid, bundle_stored_for)
+    store.delete(config.pod_uid)
+    arn = instance_arn(clients.ec2.meta.partition, envelope.region, answer["OwnerId"], instance_id)
+    store.put(bundle, arn)
+    return instance_id

@@ -57,6 +57,9 @@ class RecordingDocker(DockerCli):
         return argv
 
 
+AGENT_TEST_ARN = "arn:aws:ec2:us-east-1:123456789012:instance/i-0agenttest00000001"
+
+
 class RecordingHost:
     """An emulated host that remembers being powered off."""
 
@@ -67,6 +70,9 @@ class RecordingHost:
 
     def instance_id(self) -> str:
         return "i-0agenttest00000001"
+
+    def instance_arn(self) -> str:
+        return AGENT_TEST_ARN
 
     def private_ip(self) -> str | None:
         return "10.64.0.10"
@@ -100,7 +106,7 @@ def store_pod(
     ) -> AgentConfig:
         uid = str(uuid.uuid4())
         bundle = PodBundle(pod_uid=uid, namespace=namespace, name=name, spec=spec, env=env or {})
-        url = BundleStore(aws_clients.s3, envelope.bundle_bucket).put(bundle)
+        BundleStore(aws_clients.s3, envelope.bundle_bucket).put(bundle, AGENT_TEST_ARN)
         docker = DockerCli(docker_host)
         for container in [*(spec.get("initContainers") or []), *spec["containers"]]:
             local = local_image_for(container["image"])
@@ -112,7 +118,7 @@ def store_pod(
             department="physics",
             pod_uid=uid,
             pod=f"{namespace}/{name}",
-            bundle_url=url,
+            bundle_bucket=envelope.bundle_bucket,
             status_queue_url=envelope.status_queue_url,
             log_group=envelope.log_group,
             deadline=datetime.now(UTC) + lifetime,
@@ -334,7 +340,7 @@ def test_emulated_instance_runs_the_agent_and_ends_terminated(
 
     with emulator:
         launched = time.monotonic()
-        instance_id = launch(aws_clients, envelope, config)
+        instance_id = launch(aws_clients, envelope, config, bundle_stored_for=AGENT_TEST_ARN)
 
         reports: list[StatusReport] = []
         running_at = final_at = None
@@ -387,7 +393,7 @@ def test_instance_terminated_from_outside_loses_its_agent_and_containers(
     )
 
     with emulator:
-        instance_id = launch(aws_clients, envelope, config)
+        instance_id = launch(aws_clients, envelope, config, bundle_stored_for=AGENT_TEST_ARN)
         deadline = time.monotonic() + 60
         while not containers_of(docker_host, config.pod_uid) and time.monotonic() < deadline:
             time.sleep(0.1)

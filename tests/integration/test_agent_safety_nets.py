@@ -197,7 +197,7 @@ def stored_agent_config(
     uid = str(uuid.uuid4())
     name = f"net-{uid[:8]}"
     bundle = PodBundle(pod_uid=uid, namespace="default", name=name, spec=spec, env={})
-    url = BundleStore(aws.s3, envelope.bundle_bucket).put(bundle)
+    BundleStore(aws.s3, envelope.bundle_bucket).put(bundle, NOTICE_HOST_ARN)
     for container in spec["containers"]:
         local = local_image_for(container["image"])
         assert local is not None
@@ -208,7 +208,7 @@ def stored_agent_config(
         department="physics",
         pod_uid=uid,
         pod=f"default/{name}",
-        bundle_url=url,
+        bundle_bucket=envelope.bundle_bucket,
         status_queue_url=envelope.status_queue_url,
         log_group=envelope.log_group,
         deadline=datetime.now(UTC) + timedelta(minutes=10),
@@ -256,7 +256,13 @@ def test_without_any_heartbeat_the_agent_stops_its_pod_a_lease_after_it_started(
     )
 
     with emulator:
-        instance_id = launch(aws_clients, envelope, config, instance_type="m7i.large")
+        instance_id = launch(
+            aws_clients,
+            envelope,
+            config,
+            bundle_stored_for=NOTICE_HOST_ARN,
+            instance_type="m7i.large",
+        )
 
         def state() -> str:
             found = aws_clients.ec2.describe_instances(InstanceIds=[instance_id])
@@ -277,6 +283,9 @@ def test_without_any_heartbeat_the_agent_stops_its_pod_a_lease_after_it_started(
     assert "powering off: pod default/" in log
 
 
+NOTICE_HOST_ARN = "arn:aws:ec2:us-east-1:123456789012:instance/i-0spotnotice000001"
+
+
 class NoticeHost:
     """An emulated host whose spot notice the test sets, remembering when it powered off."""
 
@@ -289,6 +298,9 @@ class NoticeHost:
 
     def instance_id(self) -> str:
         return "i-0spotnotice000001"
+
+    def instance_arn(self) -> str:
+        return NOTICE_HOST_ARN
 
     def private_ip(self) -> str | None:
         return "10.64.0.11"

@@ -33,6 +33,7 @@ from orca_local.images import local_image_for
 from orca_local.instances import InstanceEmulator
 from tests.integration.aws_fixtures import launch
 from tests.integration.test_agent_docker import (
+    AGENT_TEST_ARN,
     FAST,
     RecordingDocker,
     RecordingHost,
@@ -100,7 +101,7 @@ def pod_with_volumes() -> dict[str, Any]:
 def stored(clients: AwsClients, envelope: Envelope, docker_host: str) -> AgentConfig:
     pod = pod_with_volumes()
     bundle = build_bundle(pod, Namespace())
-    url = BundleStore(clients.s3, envelope.bundle_bucket).put(bundle)
+    BundleStore(clients.s3, envelope.bundle_bucket).put(bundle, AGENT_TEST_ARN)
     local = local_image_for(IMAGE)
     assert local is not None
     RecordingDocker(docker_host).run(["tag", local, IMAGE])
@@ -111,7 +112,7 @@ def stored(clients: AwsClients, envelope: Envelope, docker_host: str) -> AgentCo
         department="physics",
         pod_uid=meta["uid"],
         pod=f"{meta['namespace']}/{meta['name']}",
-        bundle_url=url,
+        bundle_bucket=envelope.bundle_bucket,
         status_queue_url=envelope.status_queue_url,
         log_group=envelope.log_group,
         deadline=datetime.now(UTC) + timedelta(minutes=10),
@@ -173,7 +174,7 @@ def test_on_an_emulated_instance_the_secret_is_in_no_tag_log_or_stream_name(
     )
 
     with emulator:
-        instance_id = launch(aws_clients, envelope, config)
+        instance_id = launch(aws_clients, envelope, config, bundle_stored_for=AGENT_TEST_ARN)
         reports: list[StatusReport] = []
         deadline = time.monotonic() + 60
         while not any(r.phase == "Succeeded" for r in reports) and time.monotonic() < deadline:

@@ -336,15 +336,19 @@ def test_bundle_put_get_delete(aws_clients: AwsClients, envelope: Envelope) -> N
         spec={"containers": [{"name": "main", "image": "busybox"}]},
         env={"main": {"TOKEN": "secret"}},
     )
+    first = "arn:aws:ec2:us-east-1:123456789012:instance/i-0000000000000000a"
+    second = "arn:aws:ec2:us-east-1:123456789012:instance/i-0000000000000000b"
 
-    url = store.put(bundle)
-    fetched = store.get(url)
+    url = store.put(bundle, first)
+    store.put(bundle, second)  # a later attempt of the same pod on another instance
+    fetched = store.get("uid-7", first)
     store.delete(bundle.pod_uid)
 
-    assert url == f"s3://{envelope.bundle_bucket}/bundles/uid-7.json"
+    assert url == f"s3://{envelope.bundle_bucket}/bundles/uid-7/{first}.json"
     assert fetched == bundle
-    with pytest.raises(NotFoundError):
-        store.get(url)
+    for arn in (first, second):
+        with pytest.raises(NotFoundError):
+            store.get("uid-7", arn)
 
 
 def test_logs_put_then_read_all_tail_and_since(aws_clients: AwsClients, envelope: Envelope) -> None:

@@ -112,8 +112,15 @@ def test_the_service_account_volume_carries_a_pod_bound_token_that_outlives_the_
 
     pod = burst.pod("default", "sa-waits")
     assert pod is not None and instance_id
+    uid = pod["metadata"]["uid"]
     store = BundleStore(burst.aws.s3, burst.settings.bundle_bucket)
-    bundle: PodBundle = store.get(store.url(pod["metadata"]["uid"]))
+    [stored] = burst.aws.s3.list_objects_v2(Bucket=store.bucket, Prefix=f"bundles/{uid}/")[
+        "Contents"
+    ]
+    # One bundle, keyed for the one instance that may read it.
+    arn = f"arn:aws:ec2:{burst.settings.region}:123456789012:instance/{instance_id}"
+    assert stored["Key"] == store.key(uid, arn)
+    bundle: PodBundle = store.get(uid, arn)
     files = {f.path: f for f in bundle.volumes["kube-api-access-9fx2c"]}
     assert sorted(files) == ["ca.crt", "namespace", "token"]
     assert files["ca.crt"].content().decode() == CA

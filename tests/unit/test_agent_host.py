@@ -13,10 +13,25 @@ from pathlib import Path
 
 import pytest
 
-from orca.agent.host import Ec2Host, EmulatedHost, host_from_environment
+from orca.agent.host import Ec2Host, EmulatedHost, HostError, host_from_environment
 
 NOTICE = {"action": "terminate", "time": "2026-12-04T07:00:00Z"}
 TOKEN = "AQAEAnotherTokenAAAA=="
+ARN = "arn:aws-us-gov:ec2:us-gov-west-1:210987654321:instance/i-0123456789abcdef0"
+# What IMDS serves at these paths under /latest/, as on an instance in GovCloud.
+METADATA = {
+    "meta-data/instance-id": "i-0123456789abcdef0",
+    "meta-data/services/partition": "aws-us-gov",
+    "dynamic/instance-identity/document": json.dumps(
+        {
+            "accountId": "210987654321",
+            "region": "us-gov-west-1",
+            "instanceId": "i-0123456789abcdef0",
+            "instanceType": "p5.48xlarge",
+            "availabilityZone": "us-gov-west-1a",
+        }
+    ),
+}
 
 
 class FakeImds(ThreadingHTTPServer):
@@ -57,6 +72,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.requests.append(("GET", self.path, token))
         if token != TOKEN:
             self._answer(401, b"")
+        elif self.path.removeprefix("/latest/") in METADATA:
+            self._answer(200, METADATA[self.path.removeprefix("/latest/")].encode())
         elif self.path != "/latest/meta-data/spot/instance-action":
             self._answer(404, b"")
         elif self.server.raw_notice is not None:
@@ -144,11 +161,33 @@ def test_unreachable_imds_reads_as_no_notice(caplog: pytest.LogCaptureFixture) -
     assert "no spot notice is assumed" in caplog.text
 
 
+def test_the_instance_arn_is_built_from_the_identity_document_and_partition(
+    imds: FakeImds,
+) -> None:
+    host = Ec2Host(imds.url)
+
+    assert host.instance_arn() == ARN
+    assert all(token == TOKEN for method, _, token in imds.requests if method == "GET")
+
+
+def test_the_emulator_host_needs_the_instance_arn(tmp_path: Path) -> None:
+    environment = {
+        "ORCA_AGENT_INSTANCE_ID": "i-0123456789abcdef0",
+        "ORCA_AGENT_POWEROFF_FILE": str(tmp_path / "poweroff"),
+    }
+
+    with pytest.raises(HostError, match="ORCA_AGENT_INSTANCE_ARN"):
+        host_from_environment(environment)
+    host = host_from_environment({**environment, "ORCA_AGENT_INSTANCE_ARN": ARN})
+    assert host.instance_arn() == ARN
+
+
 def test_emulated_host_reads_the_notice_file_the_emulator_writes(tmp_path: Path) -> None:
     notice_file = tmp_path / "spot-instance-action"
     host = host_from_environment(
         {
             "ORCA_AGENT_INSTANCE_ID": "i-0123456789abcdef0",
+            "ORCA_AGENT_INSTANCE_ARN": ARN,
             "ORCA_AGENT_POWEROFF_FILE": str(tmp_path / "poweroff"),
             "ORCA_AGENT_SPOT_NOTICE_FILE": str(notice_file),
         }
@@ -202,6 +241,7 @@ def test_the_emulator_host_ignores_the_bootstraps_variable(tmp_path: Path) -> No
     host = host_from_environment(
         {
             "ORCA_AGENT_INSTANCE_ID": "i-0123456789abcdef0",
+            "ORCA_AGENT_INSTANCE_ARN": ARN,
             "ORCA_AGENT_POWEROFF_FILE": str(poweroff_file),
             "ORCA_AGENT_POWEROFF_BY_BOOTSTRAP": "1",
         }

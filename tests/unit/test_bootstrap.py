@@ -28,7 +28,7 @@ def agent_config(**changes: object) -> AgentConfig:
         "department": "physics",
         "pod_uid": "6f1c2d3e-4b5a-4c6d-8e9f-0a1b2c3d4e5f",
         "pod": "lhc-analysis/gpu-training-job-with-a-long-name-" + "x" * 180,
-        "bundle_url": "s3://orca-physics-bundles/pods/6f1c2d3e-4b5a-4c6d-8e9f-0a1b2c3d4e5f.json",
+        "bundle_bucket": "orca-physics-bundles",
         "status_queue_url": "https://sqs.eu-west-1.amazonaws.com/123456789012/orca-physics-status",
         "log_group": "/orca/campus/physics",
         "deadline": datetime(2026, 12, 4, 19, 27, 36, tzinfo=UTC),

@@ -307,6 +307,9 @@ def test_a_bundle_round_trips_through_json() -> None:
     assert PodBundle.from_json(bundle.to_json()) == bundle
 
 
+ARN = "arn:aws:ec2:us-east-1:123456789012:instance/i-0123456789abcdef0"
+
+
 def test_a_stored_bundle_takes_the_bucket_default_key_not_s3_managed_encryption() -> None:
     s3 = boto3.client(
         "s3", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
@@ -320,11 +323,11 @@ def test_a_stored_bundle_takes_the_bucket_default_key_not_s3_managed_encryption(
             {},
             {
                 "Bucket": "orca-bundles",
-                "Key": "bundles/uid-1.json",
+                "Key": f"bundles/uid-1/{ARN}.json",
                 "Body": ANY,
                 "ContentType": "application/json",
             },
         )
-        url = BundleStore(s3, "orca-bundles").put(bundle)
+        url = BundleStore(s3, "orca-bundles").put(bundle, ARN)
 
-    assert url == "s3://orca-bundles/bundles/uid-1.json"
+    assert url == f"s3://orca-bundles/bundles/uid-1/{ARN}.json"

@@ -94,7 +94,6 @@ def test_the_launch_tells_the_agent_its_market_heartbeat_and_lease() -> None:
                 p,
                 resolve_launch(p, s, Catalog.shipped(), zones),
                 attempt=1,
-                bundle_url="s3://orca-physics-bundles/bundles/x.json",
                 deadline=DEADLINE,
             ).request.user_data
         )
@@ -115,7 +114,7 @@ def test_an_agent_config_names_both_heartbeat_and_lease_or_neither() -> None:
             department="physics",
             pod_uid="u",
             pod="default/p",
-            bundle_url="s3://b/bundles/u.json",
+            bundle_bucket="orca-physics-bundles",
             status_queue_url="http://127.0.0.1/q",
             log_group="/orca/physics",
             deadline=DEADLINE,

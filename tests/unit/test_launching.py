@@ -49,7 +49,7 @@ def test_readme_gpu_pod_launch_request_carries_tags_template_and_spot() -> None:
     spec = resolve_launch(p, s, Catalog.shipped(), ["us-east-1a", "us-east-1b"])
 
     plan = Launcher(s, ec2=None, subnets=SUBNETS).plan(  # type: ignore[arg-type]
-        p, spec, attempt=1, bundle_url="s3://orca-physics-bundles/bundles/x.json", deadline=DEADLINE
+        p, spec, attempt=1, deadline=DEADLINE
     )
 
     request = plan.request
@@ -87,7 +87,7 @@ def test_user_data_of_a_pod_with_a_secret_holds_no_secret() -> None:
     spec = resolve_launch(p, s, Catalog.shipped(), ["us-east-1a"])
 
     plan = Launcher(s, ec2=None, subnets=SUBNETS).plan(  # type: ignore[arg-type]
-        p, spec, attempt=1, bundle_url="s3://b/k", deadline=DEADLINE + timedelta(hours=1)
+        p, spec, attempt=1, deadline=DEADLINE + timedelta(hours=1)
     )
 
     assert "s3cr3t" not in plan.request.user_data
@@ -101,7 +101,7 @@ def test_user_data_is_a_valid_bash_script_that_powers_off_without_an_agent(
     s = settings()
     spec = resolve_launch(p, s, Catalog.shipped(), ["us-east-1a"])
     plan = Launcher(s, ec2=None, subnets=SUBNETS).plan(  # type: ignore[arg-type]
-        p, spec, attempt=1, bundle_url="s3://b/k", deadline=DEADLINE
+        p, spec, attempt=1, deadline=DEADLINE
     )
     script = tmp_path / "user-data.sh"
     script.write_text(plan.request.user_data)
@@ -120,7 +120,7 @@ def test_user_data_names_the_agent_image_when_the_department_has_one() -> None:
     spec = resolve_launch(p, s, Catalog.shipped(), ["us-east-1a"])
 
     plan = Launcher(s, ec2=None, subnets=SUBNETS).plan(  # type: ignore[arg-type]
-        p, spec, attempt=1, bundle_url="s3://b/k", deadline=DEADLINE
+        p, spec, attempt=1, deadline=DEADLINE
     )
 
     assert f"agent_image={image}" in plan.request.user_data
@@ -139,7 +139,7 @@ def test_the_pod_reservation_choice_reaches_the_launch_request() -> None:
     spec = resolve_launch(p, s, Catalog.shipped(), ["us-east-1a", "us-east-1b"])
 
     plan = Launcher(s, ec2=None, subnets=SUBNETS).plan(  # type: ignore[arg-type]
-        p, spec, attempt=1, bundle_url="s3://b/k", deadline=DEADLINE
+        p, spec, attempt=1, deadline=DEADLINE
     )
 
     assert plan.request.reservation == ReservationChoice.group(group)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -94,6 +95,8 @@ def test_describe_calls_share_one_bucket() -> None:
 
 class RecordingEc2Client:
     """Just enough of a boto3 EC2 client to see when calls are made."""
+
+    meta = SimpleNamespace(partition="aws", region_name="us-east-1")
 
     def __init__(self, clock: FakeClock) -> None:
         self.clock = clock

@@ -90,12 +90,16 @@ class FakeEvents:
 
 
 class FakeBundles:
+    """Bundles by pod UID, each with the ARN of the one instance that may read it."""
+
     def __init__(self) -> None:
         self.stored: dict[str, Any] = {}
+        self.readers: dict[str, str] = {}
 
-    def put(self, bundle: Any) -> str:
+    def put(self, bundle: Any, instance_arn: str) -> str:
         self.stored[bundle.pod_uid] = bundle
-        return f"s3://bundles/{bundle.pod_uid}.json"
+        self.readers[bundle.pod_uid] = instance_arn
+        return f"s3://bundles/{bundle.pod_uid}/{instance_arn}.json"
 
     def delete(self, uid: str) -> None:
         self.stored.pop(uid, None)
@@ -194,6 +198,55 @@ def test_launch_writes_intent_before_and_instance_id_after_the_call() -> None:
     assert request.client_token == annotations[tags.CLIENT_TOKEN_ANNOTATION]
     assert world.events.reasons() == ["Launching", "Launched"]
     assert world.ec2.calls["RunInstances"] == 1
+
+
+def test_the_bundle_is_stored_after_the_launch_for_that_instance_alone() -> None:
+    world = World()
+    uid = world.create(cpu_pod())
+    world.ec2.fail_next("RunInstances", "InsufficientInstanceCapacity")
+
+    world.reconcile(uid)
+    stored_before_a_launch = dict(world.bundles.readers)
+    world.reconcile(uid)
+
+    instance = world.instance_of(uid)
+    assert stored_before_a_launch == {}
+    assert world.bundles.readers == {uid: instance.arn}
+    assert instance.arn == f"arn:aws:ec2:us-east-1:123456789012:instance/{instance.instance_id}"
+    assert str(world.bundles.stored[uid].name) == "p"
+
+
+def test_a_runtime_that_died_before_storing_the_bundle_stores_it_when_it_adopts() -> None:
+    world = World()
+    uid = world.create(cpu_pod())
+    world.bundles.put = _raise_once(world.bundles.put)  # type: ignore[method-assign]
+    with pytest.raises(ConnectionError):
+        world.reconcile(uid)
+    instance = world.instance_of(uid)
+    assert tags.INSTANCE_ID_ANNOTATION not in world.pods.pods[uid]["metadata"]["annotations"]
+
+    restarted = World()
+    restarted.ec2, restarted.pods = world.ec2, world.pods
+    restarted.reconciler.ec2 = restarted.reconciler.launcher.ec2 = world.ec2
+    restarted.reconciler.pods = world.pods  # type: ignore[assignment]
+    restarted.observed.remember_pod(world.pods.pods[uid])
+    stored = restarted.reconcile(uid)
+
+    assert world.ec2.calls["RunInstances"] == 1
+    assert stored["metadata"]["annotations"][tags.INSTANCE_ID_ANNOTATION] == instance.instance_id
+    assert restarted.bundles.readers == {uid: instance.arn}
+
+
+def _raise_once(put: Any) -> Any:
+    calls = []
+
+    def put_or_die(bundle: Any, instance_arn: str) -> str:
+        calls.append(instance_arn)
+        if len(calls) == 1:
+            raise ConnectionError("the runtime died here")
+        return str(put(bundle, instance_arn))
+
+    return put_or_die
 
 
 def test_reconciling_again_with_nothing_new_changes_nothing() -> None:

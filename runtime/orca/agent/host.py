@@ -24,10 +24,11 @@ ahead. :meth:`Host.spot_notice` returns that time, or None; trouble reaching
 IMDS is logged and reads as no notice, so the agent keeps running its pod.
 
 The local instance emulator runs this same agent with an
-:class:`EmulatedHost`: it sets ``ORCA_AGENT_INSTANCE_ID`` and
-``ORCA_AGENT_PRIVATE_IP`` from the local EC2, and powering off means writing
-the reason to ``ORCA_AGENT_POWEROFF_FILE``, which the emulator (playing the
-hypervisor) turns into an instance shut down from inside. When the emulator is
+:class:`EmulatedHost`: it sets ``ORCA_AGENT_INSTANCE_ID``,
+``ORCA_AGENT_INSTANCE_ARN`` and ``ORCA_AGENT_PRIVATE_IP`` from the local EC2,
+and powering off means writing the reason to ``ORCA_AGENT_POWEROFF_FILE``,
+which the emulator (playing the hypervisor) turns into an instance shut down
+from inside. When the emulator is
 told to interrupt a spot instance it writes IMDS's notice document to
 ``ORCA_AGENT_SPOT_NOTICE_FILE``, which stands for the metadata path. Only the
 emulator sets these variables.
@@ -46,11 +47,13 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Protocol
 
+from orca.aws.model import instance_arn
 from orca.bootstrap import POWEROFF_BY_BOOTSTRAP_VAR
 
 log = logging.getLogger(__name__)
 
 INSTANCE_ID_VAR = "ORCA_AGENT_INSTANCE_ID"
+INSTANCE_ARN_VAR = "ORCA_AGENT_INSTANCE_ARN"
 PRIVATE_IP_VAR = "ORCA_AGENT_PRIVATE_IP"
 POWEROFF_FILE_VAR = "ORCA_AGENT_POWEROFF_FILE"
 SPOT_NOTICE_FILE_VAR = "ORCA_AGENT_SPOT_NOTICE_FILE"
@@ -67,6 +70,10 @@ class Host(Protocol):
     def instance_id(self) -> str: ...
 
     def private_ip(self) -> str | None: ...
+
+    def instance_arn(self) -> str:
+        """What IAM calls this instance: the ARN its pod's bundle is stored under."""
+        ...
 
     def shutdown(self, reason: str) -> None: ...
 
@@ -116,11 +123,14 @@ class Ec2Host:
 
     def metadata(self, path: str) -> str:
         """One metadata value, e.g. ``instance-id``; values that never change are cached."""
+        return self._read(f"meta-data/{path}")
+
+    def _read(self, path: str) -> str:
         if path in self._cache:
             return self._cache[path]
         try:
             request = urllib.request.Request(
-                f"{self._base_url}/latest/meta-data/{path}",
+                f"{self._base_url}/latest/{path}",
                 headers={"X-aws-ec2-metadata-token": self._token()},
             )
             with urllib.request.urlopen(request, timeout=self._timeout) as response:
@@ -138,6 +148,17 @@ class Ec2Host:
 
     def private_ip(self) -> str | None:
         return self.metadata("local-ipv4")
+
+    def instance_arn(self) -> str:
+        # The identity document names the account and region; the partition (aws,
+        # aws-cn, aws-us-gov) has a metadata path of its own.
+        try:
+            identity = json.loads(self._read("dynamic/instance-identity/document"))
+            account, region = str(identity["accountId"]), str(identity["region"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise HostError(f"the instance identity document is not what EC2 serves: {e}") from e
+        partition = self.metadata("services/partition")
+        return instance_arn(partition, region, account, self.instance_id())
 
     def spot_notice(self) -> datetime | None:
         url = f"{self._base_url}/latest/meta-data/spot/instance-action"
@@ -195,11 +216,13 @@ class EmulatedHost:
     def __init__(
         self,
         instance_id: str,
+        instance_arn: str,
         private_ip: str | None,
         poweroff_file: str,
         spot_notice_file: str | None = None,
     ) -> None:
         self._instance_id = instance_id
+        self._instance_arn = instance_arn
         self._private_ip = private_ip
         self._poweroff_file = poweroff_file
         self._spot_notice_file = spot_notice_file
@@ -209,6 +232,9 @@ class EmulatedHost:
 
     def private_ip(self) -> str | None:
         return self._private_ip
+
+    def instance_arn(self) -> str:
+        return self._instance_arn
 
     def spot_notice(self) -> datetime | None:
         if self._spot_notice_file is None:
@@ -239,10 +265,14 @@ def host_from_environment(environ: Mapping[str, str] | None = None) -> Host:
     if not instance_id:
         return Ec2Host(bootstrap_powers_off=env.get(POWEROFF_BY_BOOTSTRAP_VAR) == "1")
     poweroff_file = env.get(POWEROFF_FILE_VAR)
-    if not poweroff_file:
-        raise HostError(f"{INSTANCE_ID_VAR} is set but {POWEROFF_FILE_VAR} is not")
+    arn = env.get(INSTANCE_ARN_VAR)
+    if not poweroff_file or not arn:
+        raise HostError(
+            f"{INSTANCE_ID_VAR} is set but {POWEROFF_FILE_VAR} or {INSTANCE_ARN_VAR} is not"
+        )
     return EmulatedHost(
         instance_id,
+        arn,
         env.get(PRIVATE_IP_VAR) or None,
         poweroff_file,
         env.get(SPOT_NOTICE_FILE_VAR) or None,

@@ -38,7 +38,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import FrameType
 
 from orca.agent.containers import RuntimeOptions
@@ -49,9 +49,9 @@ from orca.agent.reporter import StatusReporter
 from orca.agent.status import TERMINAL_PHASES, Snapshot
 from orca.agent.supervisor import Tuning
 from orca.agent.watch import DeadManSwitch, Ending, SpotWatch, Watch, WatchTimings, stop_grace
-from orca.aws.bundles import BundleStore, parse_s3_url
+from orca.aws.bundles import BundleStore
 from orca.aws.clients import AwsClients
-from orca.aws.errors import AwsError
+from orca.aws.errors import AuthError, AwsError, NotFoundError
 from orca.aws.heartbeats import HeartbeatStore
 from orca.aws.logs import ContainerLogs
 from orca.aws.queue import StatusQueue
@@ -61,7 +61,11 @@ from orca.heartbeat import read_interval
 
 log = logging.getLogger(__name__)
 
-_BUNDLE_ATTEMPTS = 8
+# The runtime stores the bundle as soon as RunInstances answers, long before the agent
+# starts; a runtime restarted mid-launch stores it when it adopts the instance.
+_BUNDLE_WAIT = timedelta(minutes=10)
+# Waiting a few seconds is normal; waiting longer is worth a WARNING.
+_BUNDLE_QUIET_ATTEMPTS = 4
 _REPORT_FLUSH_SECONDS = 120.0
 # What a power-off takes once the agent calls it, kept free before a spot notice's time.
 _POWEROFF_SECONDS = 5.0
@@ -122,7 +126,9 @@ def run_agent(
     phase = "Failed"
     try:
         watch.start()
-        phase = _run_pod(config, docker, clients, reporter, options, tuning, timings, clock, stop)
+        phase = _run_pod(
+            config, host, docker, clients, reporter, options, tuning, timings, clock, stop
+        )
     finally:
         watch.stop()
         flush_for = _flush_seconds(stop.ending, clock())
@@ -181,6 +187,7 @@ def emulated_options() -> RuntimeOptions:
 
 def _run_pod(
     config: AgentConfig,
+    host: Host,
     docker: DockerCli,
     clients: AwsClients,
     reporter: StatusReporter,
@@ -190,9 +197,14 @@ def _run_pod(
     clock: Callable[[], datetime],
     stop: _Stop,
 ) -> str:
-    bundle = _fetch_bundle(config, clients, stop)
+    instance_arn = host.instance_arn()
+    bundle = _fetch_bundle(config, instance_arn, clients, stop, clock)
     if bundle is None:
-        reason, message = "BundleUnavailable", f"pod bundle {config.bundle_url} unreadable"
+        reason = "BundleUnavailable"
+        message = (
+            f"the pod's bundle for {instance_arn} could not be read from "
+            f"{config.bundle_bucket} within {_BUNDLE_WAIT.total_seconds() / 60:.0f} min"
+        )
         if stop.ending is not None:
             reason, message = stop.ending.reason, stop.ending.message
         reporter.publish(Snapshot("Failed", reason, message, [], []))
@@ -231,25 +243,39 @@ def _run_pod(
     return phase if phase in TERMINAL_PHASES else "Failed"
 
 
-def _fetch_bundle(config: AgentConfig, clients: AwsClients, stop: _Stop) -> PodBundle | None:
-    bucket, _ = parse_s3_url(config.bundle_url)
-    store = BundleStore(clients.s3, bucket)
+def _fetch_bundle(
+    config: AgentConfig,
+    instance_arn: str,
+    clients: AwsClients,
+    stop: _Stop,
+    clock: Callable[[], datetime],
+) -> PodBundle | None:
+    """The pod's bundle, waited for: the runtime stores it only once RunInstances answered."""
+    store = BundleStore(clients.s3, config.bundle_bucket)
+    url = store.url(config.pod_uid, instance_arn)
+    give_up = min(clock() + _BUNDLE_WAIT, config.deadline)
     delay = 1.0
-    for attempt in range(1, _BUNDLE_ATTEMPTS + 1):
+    attempt = 0
+    while True:
+        attempt += 1
         try:
-            return store.get(config.bundle_url)
+            bundle = store.get(config.pod_uid, instance_arn)
+        except (NotFoundError, AuthError) as e:
+            # A missing object reads as AccessDenied: the instance role may not list the bucket.
+            problem = f"not there yet ({e.code})"
         except AwsError as e:
-            log.warning(
-                "reading the pod bundle failed (attempt %d/%d): %s; retrying in %.0fs",
-                attempt,
-                _BUNDLE_ATTEMPTS,
-                e,
-                delay,
-            )
+            problem = str(e)
+        else:
+            log.info("read the pod bundle %s (attempt %d)", url, attempt)
+            return bundle
+        if clock() + timedelta(seconds=delay) > give_up:
+            log.error("gave up on the pod bundle %s after %d attempts: %s", url, attempt, problem)
+            return None
+        level = logging.INFO if attempt < _BUNDLE_QUIET_ATTEMPTS else logging.WARNING
+        log.log(level, "pod bundle %s: %s; trying again in %.0fs", url, problem, delay)
         if stop.requested.wait(delay):
             return None
         delay = min(delay * 2, 30.0)
-    return None
 
 
 def _install_signal_handlers(stop: _Stop) -> None:

@@ -25,6 +25,7 @@ Facts of EC2 this module relies on:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -32,7 +33,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from orca.aws.errors import NotFoundError, aws_call
-from orca.aws.model import Instance, LaunchRequest, Subnet
+from orca.aws.model import Instance, LaunchRequest, Subnet, instance_arn
 from orca.aws.ratelimit import Pacer
 from orca.tags import POD as POD_TAG
 
@@ -58,6 +59,15 @@ class Ec2:
         self._client = client
         self._pacer = pacer or Pacer()
         self._page_size = page_size
+        self._partition = str(client.meta.partition)
+        self._region = str(client.meta.region_name)
+
+    def _instance(self, raw: Mapping[str, Any], owner: str | None) -> Instance:
+        instance = instance_from_api(raw)
+        if owner is None:
+            return instance
+        arn = instance_arn(self._partition, self._region, owner, instance.instance_id)
+        return dataclasses.replace(instance, arn=arn)
 
     def _call(self, operation: str, context: str, **params: Any) -> dict[str, Any]:
         self._pacer.acquire(operation)
@@ -74,7 +84,7 @@ class Ec2:
             )
         context = f"launching {req.instance_type} for {_pod_of(req.tags)}"
         response = self._call("RunInstances", context, **run_instances_params(req))
-        instance = instance_from_api(response["Instances"][0])
+        instance = self._instance(response["Instances"][0], response.get("OwnerId"))
         log.info(
             "launched %s (%s, %s) in %s for %s",
             instance.instance_id,
@@ -153,7 +163,7 @@ class Ec2:
             page = self._call("DescribeInstances", context, **params)
             for reservation in page.get("Reservations", []):
                 for raw in reservation.get("Instances", []):
-                    yield instance_from_api(raw)
+                    yield self._instance(raw, reservation.get("OwnerId"))
             token = page.get("NextToken")
             if not token:
                 return

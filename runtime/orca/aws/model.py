@@ -79,10 +79,18 @@ class Instance:
     state_reason: str | None = None
     # The capacity reservation the instance runs in, if any.
     capacity_reservation_id: str | None = None
+    # arn:<partition>:ec2:<region>:<account>:instance/<id>, what IAM calls the instance in
+    # ec2:SourceInstanceARN; None where the answer named no owner account.
+    arn: str | None = None
 
     @property
     def live(self) -> bool:
         return self.state in LIVE_STATES
+
+
+def instance_arn(partition: str, region: str, account: str, instance_id: str) -> str:
+    """The instance's ARN, as IAM resolves ``${ec2:SourceInstanceARN}`` for its role."""
+    return f"arn:{partition}:ec2:{region}:{account}:instance/{instance_id}"
 
 
 @dataclass(frozen=True)
