@@ -1,4 +1,5 @@
-"""The ``orca`` command: ``orca run`` in the cluster, ``orca agent`` on an instance."""
+"""The ``orca`` command: ``orca run`` in the cluster, ``orca agent`` on an instance,
+``orca cost`` for the people who watch the budget."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 
-from orca import __version__
+from orca import __version__, cost_command
 from orca.logging_setup import configure_logging
 from orca.settings import SettingsError, load_settings
 
@@ -68,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("settings", help="validate the settings and print them")
     check.set_defaults(handler=_check_settings)
+
+    cost_command.add_parser(commands)
 
     # The agent parses its own arguments (orca agent --help); listed here for orca --help.
     commands.add_parser("agent", help="run the pod on this EC2 instance", add_help=False)
