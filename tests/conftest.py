@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.integration.docker_fixtures",
     "tests.integration.runtime_fixtures",
     "tests.integration.kubelet_fixtures",
+    "tests.integration.agent_fixtures",
 ]

@@ -4,7 +4,7 @@ User data is readable through the EC2 API and from inside the instance, so it
 holds no secrets: only where to find the pod's bundle (which this instance
 alone can read, see :mod:`orca.aws.bundles`), where to report, and the
 instance's hard deadline. EC2 caps user data at 16 KB before base64; ours stays
-under 4 KB.
+under 6 KB.
 
 The launch templates use the ECS-optimized Amazon Linux 2023 AMIs, which ship
 Docker (with the NVIDIA container toolkit on the GPU variant) and Python 3.9, while
@@ -24,6 +24,17 @@ itself runs it directly. Whichever way the agent ends, or when nothing can run
 it, the runner powers the instance off into terminate (so does the user data if it
 fails before the unit takes over): a container cannot power its host off, so the
 runner tells the agent, with :data:`POWEROFF_BY_BOOTSTRAP_VAR`, that it does so after.
+
+The pod's containers share the host's network too, where the hop limit does not
+keep them from IMDS and so from the instance role's credentials (which read every
+log stream and report of the department, and its images). Before the agent starts,
+the runner installs a metadata guard (:func:`render_metadata_guard`): the agent
+puts every pod container in the cgroup :data:`POD_SLICE`, and an iptables rule
+matching that cgroup (cgroup v2, as on AL2023) rejects its packets to IMDS. A
+process cannot leave its cgroup from inside a container, unless privileged
+(a department that allows privilege gives this guard up, as it gives up the rest
+of the host). If the guard cannot be installed, no pod runs and the instance
+powers off.
 
 ``ORCA_BOOTSTRAP_ROOT`` is unset on an instance; tests set it to run the script
 under a scratch directory with stand-in commands.
@@ -48,6 +59,13 @@ USER_DATA_LIMIT_BYTES = 16 * 1024
 POWEROFF_BY_BOOTSTRAP_VAR = "ORCA_AGENT_POWEROFF_BY_BOOTSTRAP"
 AGENT_CONTAINER = "orca-agent"
 AGENT_UNIT = "orca-agent.service"
+# The cgroup the pod's containers run in (Docker's --cgroup-parent), which the metadata
+# guard names. No dash in the name: systemd reads a dash in a slice name as nesting
+# (orca-pods.slice would live in orca.slice), and the cgroupfs driver does not; without one
+# the path is /orcapods.slice under either driver.
+POD_SLICE = "orcapods.slice"
+# IMDS's IPv4 address; its IPv6 endpoint stays disabled in the launch templates.
+METADATA_ADDRESS = "169.254.169.254"
 _BEGIN = "<<'ORCA_AGENT_CONFIG'"
 _END = "ORCA_AGENT_CONFIG"
 
@@ -100,6 +118,8 @@ install -d -m 0700 "$root/etc/orca" "$root/run/orca"
 cat > "$root/etc/orca/agent.json" {begin}
 {config}
 {end}
+cat > "$root/etc/orca/guard-metadata.sh" <<'ORCA_GUARD'
+{guard}ORCA_GUARD
 cat > "$root/etc/orca/run-agent.sh" <<'ORCA_RUN_AGENT'
 #!/bin/bash
 set -uo pipefail
@@ -109,6 +129,11 @@ root=${{ORCA_BOOTSTRAP_ROOT:-}}
 trap 'echo "orca-agent: powering off" >&2; shutdown -h now' EXIT
 agent_image={image}
 status=0
+# No pod runs where its containers could take the instance role's credentials.
+if ! /bin/bash "$root/etc/orca/guard-metadata.sh"; then
+  echo "orca-agent: the metadata guard could not be installed; not running the pod" >&2
+  exit 1
+fi
 if command -v orca >/dev/null 2>&1; then
   orca agent --config "$root/etc/orca/agent.json" || status=$?
 elif [ -z "$agent_image" ]; then
@@ -140,6 +165,10 @@ if ! command -v systemctl >/dev/null 2>&1; then
 fi
 # On the ECS-optimized AMIs docker.service starts only after cloud-init, which waits for
 # this script: the agent runs as a unit of its own, started without waiting for it.
+cat > "$root/etc/systemd/system/{slice}" <<ORCA_SLICE
+[Unit]
+Description=ORCA: the pod's containers (refused the instance metadata service)
+ORCA_SLICE
 cat > "$root/etc/systemd/system/{unit}" <<ORCA_UNIT
 [Unit]
 Description=ORCA agent: runs this instance's one pod, then powers it off
@@ -155,6 +184,27 @@ ORCA_UNIT
 systemctl daemon-reload
 systemctl start --no-block {unit}
 trap - EXIT
+"""
+
+_GUARD = """#!/bin/bash
+# ORCA metadata guard: pod containers share the host's network, out of reach of IMDS's hop
+# limit, so IMDS is refused to their cgroup; the agent and the host's services keep it.
+set -euo pipefail
+root=${{ORCA_BOOTSTRAP_ROOT:-}}
+# The rule names the cgroup, so it must exist first.
+if [ -d "$root/run/systemd/system" ]; then
+  systemctl start {slice}
+else
+  cgroup2=$(awk '$3 == "cgroup2" {{print $2; exit}}' /proc/mounts)
+  if [ -z "$cgroup2" ]; then
+    echo "orca-guard: no cgroup2 hierarchy, so no rule can keep pods from IMDS" >&2
+    exit 1
+  fi
+  mkdir -p "$cgroup2/{slice}"
+fi
+rule=(OUTPUT -d {address} -m cgroup --path {slice} -m comment --comment orca-imds-guard -j REJECT)
+iptables -w -C "${{rule[@]}}" 2>/dev/null || iptables -w -I "${{rule[@]}}"
+echo "orca-guard: containers in {slice} are refused {address}" >&2
 """
 
 _ECR_LOGIN = """\
@@ -187,11 +237,21 @@ def render_user_data(config: AgentConfig) -> str:
         container=AGENT_CONTAINER,
         poweroff_var=POWEROFF_BY_BOOTSTRAP_VAR,
         unit=AGENT_UNIT,
+        slice=POD_SLICE,
+        guard=render_metadata_guard(),
     )
     size = len(script.encode())
     if size > USER_DATA_LIMIT_BYTES:
         raise ValueError(f"user data is {size} bytes; EC2 allows {USER_DATA_LIMIT_BYTES}")
     return script
+
+
+def render_metadata_guard(address: str = METADATA_ADDRESS, pod_slice: str = POD_SLICE) -> str:
+    """The script that refuses ``address`` to the containers in ``pod_slice``.
+
+    The bootstrap's runner runs it before the agent, and runs no pod when it fails.
+    """
+    return _GUARD.format(address=shlex.quote(address), slice=shlex.quote(pod_slice))
 
 
 def parse_user_data(script: str) -> AgentConfig:

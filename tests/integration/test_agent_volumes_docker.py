@@ -31,8 +31,7 @@ from orca_local.aws import LocalAwsProcess
 from orca_local.envelope import Envelope
 from orca_local.images import local_image_for
 from orca_local.instances import InstanceEmulator
-from tests.integration.aws_fixtures import launch
-from tests.integration.test_agent_docker import (
+from tests.integration.agent_fixtures import (
     AGENT_TEST_ARN,
     FAST,
     RecordingDocker,
@@ -40,6 +39,7 @@ from tests.integration.test_agent_docker import (
     log_lines,
     reports_for,
 )
+from tests.integration.aws_fixtures import launch
 
 pytestmark = pytest.mark.integration
 pytest_plugins = ["tests.integration.aws_fixtures", "tests.integration.docker_fixtures"]

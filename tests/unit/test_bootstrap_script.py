@@ -1,11 +1,13 @@
 """The user data bootstrap run with bash, as cloud-init runs it, with stand-in commands.
 
-``docker``, ``aws``, ``orca``, ``shutdown``, ``sleep`` and ``systemctl`` are small scripts on
-a PATH that holds nothing else but ``install`` and ``cat``; each records its arguments (and
-``docker login`` its standard input) in one log. The ``systemctl`` stand-in starts a unit as
-systemd would, by running its ``ExecStart`` (here in the foreground). ``ORCA_BOOTSTRAP_ROOT``
-puts the files the script writes under a scratch directory. Whatever the agent does, the
-last thing that happens must be the power-off.
+``docker``, ``aws``, ``orca``, ``shutdown``, ``sleep``, ``systemctl``, ``iptables`` and
+``mkdir`` are small scripts on a PATH that holds nothing else but ``install``, ``cat`` and
+``awk``; each records its arguments (and ``docker login`` its standard input) in one log.
+The ``systemctl`` stand-in starts a unit as systemd would, by running its ``ExecStart``
+(here in the foreground). ``ORCA_BOOTSTRAP_ROOT`` puts the files the script writes under a
+scratch directory. Whatever the agent does, the last thing that happens must be the
+power-off. The metadata guard's rule itself is tried on this machine's kernel in
+``tests/integration/test_metadata_guard.py``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,13 @@ from tests.unit.test_bootstrap import ECR_IMAGE, OTHER_IMAGE, agent_config
 
 ECR_REGISTRY = "123456789012.dkr.ecr.eu-west-1.amazonaws.com"
 POWER_OFF = ["shutdown", "-h", "now"]
+RULE = [
+    *("OUTPUT", "-d", "169.254.169.254", "-m", "cgroup", "--path", "orcapods.slice"),
+    *("-m", "comment", "--comment", "orca-imds-guard", "-j", "REJECT"),
+]
+# The guard without systemd: the pods' cgroup made, the rule looked for, then inserted.
+GUARD = [["mkdir", "-p"], ["iptables", "-w"], ["iptables", "-w"]]
+COMMANDS = ("docker", "aws", "shutdown", "sleep", "iptables", "mkdir")
 
 # Each stand-in appends one JSON line: its name, its arguments, and what it was given.
 _RECORDER = """#!/bin/bash
@@ -40,10 +49,14 @@ case "$name $1" in
   "docker pull") exit "${FAKE_PULL_STATUS:-0}" ;;
   "docker run") exit "${FAKE_RUN_STATUS:-0}" ;;
   "orca agent") exit "${FAKE_ORCA_STATUS:-0}" ;;
+  # The guard's rule is not there until inserted; -C answers 1 for a missing rule.
+  "iptables -w")
+    if [ "$2" = "-C" ]; then exit "${FAKE_RULE_PRESENT_STATUS:-1}"; fi
+    exit "${FAKE_IPTABLES_STATUS:-0}" ;;
   "systemctl start")
     while IFS= read -r line; do
       case "$line" in ExecStart=*) eval "${line#ExecStart=}" ;; esac
-    done < "$ORCA_BOOTSTRAP_ROOT/etc/systemd/system/$3" ;;
+    done < "$ORCA_BOOTSTRAP_ROOT/etc/systemd/system/${@: -1}" ;;
 esac
 exit 0
 """
@@ -72,7 +85,7 @@ def boot(tmp_path: Path):  # type: ignore[no-untyped-def]
 
     def run(
         config: AgentConfig,
-        commands: tuple[str, ...] = ("docker", "aws", "shutdown", "sleep"),
+        commands: tuple[str, ...] = COMMANDS,
         **statuses: int,
     ) -> Boot:
         bin_dir = tmp_path / "bin"
@@ -81,7 +94,7 @@ def boot(tmp_path: Path):  # type: ignore[no-untyped-def]
             (bin_dir / name).write_text(_RECORDER)
             (bin_dir / name).chmod(0o755)
         # The only real commands the script may reach: nothing that could power this off.
-        for name in ("install", "cat", "basename"):
+        for name in ("install", "cat", "basename", "awk"):
             real = shutil.which(name)
             assert real is not None
             (bin_dir / name).symlink_to(real)
@@ -91,6 +104,8 @@ def boot(tmp_path: Path):  # type: ignore[no-untyped-def]
         log = tmp_path / "calls.jsonl"
         root = tmp_path / "root"
         (root / "etc/systemd/system").mkdir(parents=True, exist_ok=True)
+        if "systemctl" in commands:  # booted with systemd, as sd_booted() tells
+            (root / "run/systemd/system").mkdir(parents=True, exist_ok=True)
         env = {
             "PATH": str(bin_dir),
             "ORCA_BOOTSTRAP_ROOT": str(root),
@@ -116,6 +131,7 @@ def test_the_agent_runs_from_its_ecr_image_after_sign_in_then_the_instance_power
 
     assert result.status == 0, result.stderr
     assert [argv[:2] for argv in result.argvs] == [
+        *GUARD,
         ["aws", "ecr"],
         ["docker", "login"],
         ["docker", "pull"],
@@ -177,10 +193,10 @@ def test_an_image_that_cannot_be_pulled_is_tried_five_times_then_the_instance_po
 def test_an_ami_with_orca_runs_the_agent_directly_then_powers_off(
     boot,  # type: ignore[no-untyped-def]
 ) -> None:
-    result = boot(agent_config(), commands=("orca", "docker", "aws", "shutdown"))
+    result = boot(agent_config(), commands=("orca", *COMMANDS))
 
     assert result.status == 0, result.stderr
-    assert result.argvs == [
+    assert result.argvs[len(GUARD) :] == [
         ["orca", "agent", "--config", f"{result.root}/etc/orca/agent.json"],
         POWER_OFF,
     ]
@@ -189,7 +205,7 @@ def test_an_ami_with_orca_runs_the_agent_directly_then_powers_off(
 def test_a_failing_agent_on_an_ami_with_orca_still_powers_off(
     boot,  # type: ignore[no-untyped-def]
 ) -> None:
-    result = boot(agent_config(), commands=("orca", "shutdown"), orca_status=3)
+    result = boot(agent_config(), commands=("orca", *COMMANDS), orca_status=3)
 
     assert result.status == 3
     assert result.argvs[-1] == POWER_OFF
@@ -198,11 +214,12 @@ def test_a_failing_agent_on_an_ami_with_orca_still_powers_off(
 def test_without_the_aws_cli_the_ecr_image_is_pulled_anyway_and_the_log_says_why(
     boot,  # type: ignore[no-untyped-def]
 ) -> None:
-    result = boot(agent_config(), commands=("docker", "shutdown", "sleep"))
+    result = boot(agent_config(), commands=tuple(c for c in COMMANDS if c != "aws"))
 
     assert result.status == 0, result.stderr
     assert f"no aws command to sign in to {ECR_REGISTRY}; pulling anyway" in result.stderr
     assert [argv[:2] for argv in result.argvs] == [
+        *GUARD,
         ["docker", "pull"],
         ["docker", "run"],
         ["shutdown", "-h"],
@@ -226,14 +243,14 @@ def test_with_neither_orca_nor_an_image_the_instance_powers_off_at_once(
     result = boot(agent_config(agent_image=None))
 
     assert result.status == 1
-    assert result.argvs == [POWER_OFF]
+    assert [argv[:2] for argv in result.argvs] == [*GUARD, ["shutdown", "-h"]]
     assert "no orca command on this AMI and no agent image configured" in result.stderr
 
 
 def test_under_systemd_the_agent_runs_as_a_unit_after_docker_started_without_blocking(
     boot,  # type: ignore[no-untyped-def]
 ) -> None:
-    commands = ("docker", "aws", "shutdown", "sleep", "systemctl")
+    commands = (*COMMANDS, "systemctl")
 
     result = boot(agent_config(), commands=commands)
 
@@ -243,12 +260,18 @@ def test_under_systemd_the_agent_runs_as_a_unit_after_docker_started_without_blo
     assert result.ran("systemctl") == [
         ["systemctl", "daemon-reload"],
         ["systemctl", "start", "--no-block", "orca-agent.service"],
+        ["systemctl", "start", "orcapods.slice"],
     ]
+    assert (result.root / "etc/systemd/system/orcapods.slice").read_text().startswith("[Unit]")
     unit = (result.root / "etc/systemd/system/orca-agent.service").read_text()
     assert "After=docker.service" in unit and "Wants=docker.service" in unit
     assert f"ExecStart=/bin/bash {result.root}/etc/orca/run-agent.sh" in unit
-    # The unit, not the user data, ran the agent and then powered off, exactly once.
+    # The unit, not the user data, ran the agent and then powered off, exactly once; under
+    # systemd the pods' cgroup is a slice that systemd makes.
     assert [argv[:2] for argv in result.argvs[2:]] == [
+        ["systemctl", "start"],
+        ["iptables", "-w"],
+        ["iptables", "-w"],
         ["aws", "ecr"],
         ["docker", "login"],
         ["docker", "pull"],
@@ -260,10 +283,54 @@ def test_under_systemd_the_agent_runs_as_a_unit_after_docker_started_without_blo
 def test_under_systemd_a_failing_agent_still_powers_off(
     boot,  # type: ignore[no-untyped-def]
 ) -> None:
-    commands = ("docker", "aws", "shutdown", "sleep", "systemctl")
+    commands = (*COMMANDS, "systemctl")
 
     result = boot(agent_config(), commands=commands, run_status=137)
 
     assert result.ran("shutdown") == [POWER_OFF]
     assert result.argvs[-1] == POWER_OFF
     assert "the agent exited with status 137" in result.stderr
+
+
+def _cgroup2_mount() -> str:
+    with open("/proc/mounts") as mounts:
+        return next(line.split()[1] for line in mounts if line.split()[2] == "cgroup2")
+
+
+def test_the_metadata_guard_is_in_place_before_the_agent_starts(
+    boot,  # type: ignore[no-untyped-def]
+) -> None:
+    result = boot(agent_config())
+
+    assert result.status == 0, result.stderr
+    assert result.argvs[:3] == [
+        ["mkdir", "-p", f"{_cgroup2_mount()}/orcapods.slice"],
+        ["iptables", "-w", "-C", *RULE],
+        ["iptables", "-w", "-I", *RULE],
+    ]
+    assert result.argvs[3][:2] == ["aws", "ecr"]
+    assert "containers in orcapods.slice are refused 169.254.169.254" in result.stderr
+
+
+def test_a_guard_already_in_place_is_not_inserted_twice(
+    boot,  # type: ignore[no-untyped-def]
+) -> None:
+    result = boot(agent_config(), rule_present_status=0)
+
+    assert result.status == 0, result.stderr
+    assert result.ran("iptables") == [["iptables", "-w", "-C", *RULE]]
+
+
+@pytest.mark.parametrize("systemd", [False, True])
+def test_without_the_guard_no_pod_runs_and_the_instance_powers_off(
+    boot,  # type: ignore[no-untyped-def]
+    systemd: bool,
+) -> None:
+    commands = (*COMMANDS, "systemctl") if systemd else COMMANDS
+
+    result = boot(agent_config(), commands=commands, iptables_status=4)
+
+    assert result.ran("docker", "run") == [] and result.ran("aws") == []
+    assert result.argvs[-1] == POWER_OFF
+    assert result.ran("shutdown") == [POWER_OFF]
+    assert "the metadata guard could not be installed; not running the pod" in result.stderr

@@ -7,7 +7,8 @@ kubelet's:
 
 - one pod per instance, so containers share the host's network namespace
   (``--network host``): the pod IP is the instance's private IP, and
-  ``ports`` need no publishing;
+  ``ports`` need no publishing; they run in the cgroup ``orcapods.slice``
+  (``--cgroup-parent``), which the bootstrap's metadata guard keeps from IMDS;
 - ``command`` replaces the image entrypoint (``--entrypoint`` takes the first
   element, the rest go before ``args``); ``args`` alone keep the entrypoint;
   ``$(VAR)`` references are expanded from the container's env as Kubernetes does;
@@ -38,6 +39,7 @@ from typing import Any
 
 from orca import tags
 from orca.agent import quantities
+from orca.bootstrap import POD_SLICE
 
 GPU_RESOURCE = "nvidia.com/gpu"
 CONTAINER_LABEL = tags.PREFIX + "container"
@@ -66,6 +68,8 @@ class RuntimeOptions:
     host_cpus: int | None = None
     # Where each pod's private directory is made (one per pod UID).
     pod_root: str = DEFAULT_POD_ROOT
+    # The cgroup every container joins, which the bootstrap's metadata guard refuses IMDS.
+    cgroup_parent: str = POD_SLICE
 
 
 @dataclass(frozen=True)
@@ -233,6 +237,7 @@ def create_invocation(
     """``docker create`` arguments for one container of the pod (the values of env excluded)."""
     name = str(container["name"])
     argv = ["create", "--name", container_name(pod, name), "--network", "host"]
+    argv += ["--cgroup-parent", options.cgroup_parent]
     argv += ["--pull", "never", *labels(pod, name)]
     for ulimit in options.ulimits:
         argv += ["--ulimit", ulimit]

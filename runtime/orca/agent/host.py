@@ -4,8 +4,9 @@ On EC2 (:class:`Ec2Host`) identity comes from the instance metadata service
 with IMDSv2 (a session token from a PUT, then GETs carrying it). The agent
 runs on the host, so the launch template's hop limit of 1 is enough for it.
 The hop limit only stops containers with a network namespace of their own:
-pod containers share the host's (``--network host``), so keeping them from the
-instance role's credentials needs a firewall rule on IMDS, not the hop limit.
+pod containers share the host's (``--network host``), so the bootstrap's metadata
+guard (:func:`orca.bootstrap.render_metadata_guard`) keeps them from the instance
+role's credentials with a firewall rule on their cgroup instead.
 Power-off is
 ``systemctl poweroff`` (``shutdown -h now`` where systemd is absent); the
 instance's shutdown behaviour ``terminate`` turns that into a termination.
