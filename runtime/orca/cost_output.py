@@ -24,7 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from orca.cost_report import CostReport, DepartmentCost, NamespaceCost, PodCost
-from orca.ledger_records import USD_QUANTUM, HoldState, MonthSummary, cents, iso
+from orca.ledger_records import USD_QUANTUM, HoldState, MonthSummary, cents, iso, seconds
 
 SCHEMA = "orca.cost/v1"
 _NOTHING = "-"
@@ -96,6 +96,7 @@ def _namespace_json(namespace: NamespaceCost) -> dict[str, Any]:
         "held_usd": amount(namespace.held_usd),
         "committed_usd": amount(namespace.committed_usd),
         "share_usd": amount(namespace.share_usd),
+        "left_usd": amount(namespace.left_usd),
         "pods": [_pod_json(p) for p in namespace.pods],
     }
 
@@ -118,6 +119,7 @@ def _pod_json(pod: PodCost) -> dict[str, Any]:
         "spent_usd": amount(pod.spent_usd),
         "held_usd": amount(pod.held_usd),
         "committed_usd": amount(pod.committed_usd),
+        "accrued_usd": amount(pod.accrued_usd),
     }
 
 
@@ -134,6 +136,13 @@ def _price(usd_per_hour: Decimal) -> str:
     if int(price.as_tuple().exponent) > -2:
         price = price.quantize(Decimal("0.01"))
     return f"${price:f}"
+
+
+def _hours(pod: PodCost, report: CostReport) -> Decimal:
+    """Billed hours in the period; for a running pod, the hours since its launch."""
+    if pod.running and pod.launched_at is not None:
+        return seconds(report.generated_at - pod.launched_at) / 3600
+    return pod.seconds / 3600
 
 
 def _status(pod: PodCost) -> str:
@@ -157,6 +166,8 @@ def print_report(report: CostReport, console: Console) -> None:
     console.print(_pod_table(report))
     notes = ["spent: settled per second from the instances' real launch and stop times"]
     notes.append("held: estimates of pods still running or launching (price x lifetime bound)")
+    if any(p.running for d in report.departments for p in d.pods):
+        notes.append("accrued: what a running pod has cost so far, inside its hold")
     if not period.whole_months:
         notes.append(
             f"holds, budgets and what is left are those of the whole of {', '.join(period.months)}"
@@ -187,18 +198,16 @@ def _budget_table(report: CostReport, title: str) -> Table:
             _money(department.left_usd),
         )
         for namespace in department.namespaces:
-            share = namespace.share_usd
-            left = None if share is None else max(share - namespace.committed_usd, Decimal(0))
             table.add_row(
                 f"  {namespace.namespace}",
                 cents(namespace.spent_usd),
                 cents(namespace.held_usd),
                 cents(namespace.committed_usd),
-                _money(share),
-                _money(left),
+                _money(namespace.share_usd),
+                _money(namespace.left_usd),
             )
         if not department.namespaces:
-            table.add_row(Text("  nothing spent", style="dim"), *["$0.00"] * 3, "", "")
+            table.add_row(Text("  nothing spent or held", style="dim"))
 
     if len(report.departments) > 1:
         table.add_section()
@@ -220,6 +229,7 @@ def _pod_table(report: CostReport) -> Table:
     table.add_column("$/h", justify="right")
     table.add_column("state")
     table.add_column("hours", justify="right")
+    table.add_column("accrued", justify="right")
     table.add_column("spent", justify="right")
     table.add_column("held", justify="right")
     several = len(report.departments) > 1
@@ -231,7 +241,8 @@ def _pod_table(report: CostReport) -> Table:
                 f"{pod.instance_type} {pod.market}",
                 _price(pod.usd_per_hour),
                 _status(pod),
-                f"{pod.seconds / 3600:.2f}",
+                f"{_hours(pod, report):.2f}",
+                _money(pod.accrued_usd),
                 cents(pod.spent_usd),
                 cents(pod.held_usd),
             )

@@ -98,7 +98,10 @@ def write_plot(report: CostReport, path: Path, now: datetime) -> None:
     top = max(float(budget or 0), committed, 1.0) * 1.12
     axes.set_xlim(_at(first), _at(after))
     axes.set_ylim(0, top)
-    axes.yaxis.set_major_formatter(FuncFormatter(lambda v, _: _usd(v)))
+    whole = top >= 20
+    axes.yaxis.set_major_formatter(
+        FuncFormatter(lambda v, _: f"\\${v:,.0f}" if whole else f"\\${v:,.2f}")
+    )
     # matplotlib.dates has no type annotations.
     days = mdates.DayLocator(bymonthday=[1, 5, 10, 15, 20, 25])  # type: ignore[no-untyped-call]
     axes.xaxis.set_major_locator(days)
@@ -114,7 +117,7 @@ def write_plot(report: CostReport, path: Path, now: datetime) -> None:
         f"left {_usd(report.left_usd) if report.left_usd is not None else 'unknown'}",
         loc="left",
     )
-    axes.legend(loc="upper left", bbox_to_anchor=(0.0, 0.9 if budget is None else 1.0))
+    axes.legend(loc="best", framealpha=0.9)
     figure.savefig(path, format="png")
 
 

@@ -24,17 +24,20 @@ Amounts are :class:`~decimal.Decimal` USD at the ledger's precision (1e-6 USD);
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Protocol
 
 from orca.ledger_records import (
+    MINIMUM_BILLED_SECONDS,
     USD_QUANTUM,
     HoldState,
     MonthSummary,
+    NamespaceSummary,
     PodEntry,
+    cost_usd,
     month_of,
     month_start,
     months_between,
@@ -144,6 +147,8 @@ class PodCost:
     seconds: Decimal
     spent_usd: Decimal
     held_usd: Decimal
+    # What a running pod has cost so far at the report's time: part of its hold, not spent.
+    accrued_usd: Decimal | None = None
 
     @property
     def pod(self) -> str:
@@ -165,6 +170,7 @@ class NamespaceCost:
     spent_usd: Decimal
     held_usd: Decimal
     share_usd: Decimal | None  # the namespace's share of the budget, when it has one
+    left_usd: Decimal | None  # what the share leaves in the whole months
     pods: tuple[PodCost, ...]
 
     @property
@@ -261,6 +267,7 @@ def build_report(
             table,
             period,
             [ledger.month_summary(month) for month in period.months],
+            now,
         )
         for table, ledger in ledgers
     )
@@ -268,7 +275,12 @@ def build_report(
 
 
 def department_cost(
-    cluster: str, department: str, table: str, period: Period, months: Sequence[MonthSummary]
+    cluster: str,
+    department: str,
+    table: str,
+    period: Period,
+    months: Sequence[MonthSummary],
+    now: datetime,
 ) -> DepartmentCost:
     """One department's figures for ``period`` from its summaries of the months it touches."""
     pods: dict[str, list[tuple[PodEntry, Decimal, Decimal]]] = {}
@@ -277,7 +289,7 @@ def department_cost(
             spent, secs = spent_in(entry, period.start, period.end)
             pods.setdefault(entry.pod_uid, []).append((entry, spent, secs))
 
-    costs = [_pod_cost(department, parts) for parts in pods.values()]
+    costs = [_pod_cost(department, parts, now) for parts in pods.values()]
     counted = [c for c in costs if c.spent_usd or c.held_usd]
     names = {n.namespace for m in months for n in m.namespaces} | {c.namespace for c in counted}
     namespaces = tuple(
@@ -285,10 +297,8 @@ def department_cost(
             namespace=name,
             spent_usd=sum((c.spent_usd for c in mine), _ZERO),
             held_usd=sum((c.held_usd for c in mine), _ZERO),
-            share_usd=_sum_known(
-                next((n.limit_usd for n in m.namespaces if n.namespace == name), None)
-                for m in months
-            ),
+            share_usd=_sum_known(_namespace_in(m, name, lambda n: n.limit_usd) for m in months),
+            left_usd=_sum_known(_namespace_in(m, name, _share_left) for m in months),
             pods=tuple(sorted(mine, key=lambda c: (c.name, c.pod_uid))),
         )
         for name in sorted(names)
@@ -305,12 +315,31 @@ def department_cost(
     )
 
 
-def _pod_cost(department: str, parts: list[tuple[PodEntry, Decimal, Decimal]]) -> PodCost:
+def _namespace_in(
+    month: MonthSummary, name: str, figure: Callable[[NamespaceSummary], Decimal | None]
+) -> Decimal | None:
+    found = next((n for n in month.namespaces if n.namespace == name), None)
+    return None if found is None else figure(found)
+
+
+def _share_left(namespace: NamespaceSummary) -> Decimal | None:
+    if namespace.limit_usd is None:
+        return None
+    return max(namespace.limit_usd - namespace.committed_usd, _ZERO)
+
+
+def _pod_cost(
+    department: str, parts: list[tuple[PodEntry, Decimal, Decimal]], now: datetime
+) -> PodCost:
     """A pod's month parts in the period as one line; the latest part has its state."""
     parts.sort(key=lambda p: p[0].month)
     latest = parts[-1][0]
     launches = [p[0].launched_at for p in parts if p[0].launched_at is not None]
     ends = [p[0].ended_at for p in parts if p[0].ended_at is not None]
+    accrued = None
+    if latest.state is HoldState.HELD and latest.launched_at is not None:
+        ran = max(seconds(now - latest.launched_at), Decimal(MINIMUM_BILLED_SECONDS))
+        accrued = cost_usd(latest.usd_per_hour, ran)
     return PodCost(
         department=department,
         namespace=latest.namespace,
@@ -326,6 +355,7 @@ def _pod_cost(department: str, parts: list[tuple[PodEntry, Decimal, Decimal]]) -
         seconds=sum((secs for _, _, secs in parts), _ZERO),
         spent_usd=sum((spent for _, spent, _ in parts), _ZERO),
         held_usd=sum((entry.held_usd for entry, _, _ in parts), _ZERO),
+        accrued_usd=accrued,
     )
 
 
