@@ -66,6 +66,54 @@ class Metrics:
             registry=self.registry,
         )
 
+        # Money, in USD. Spend is this month's: settled pods plus what running pods have
+        # accrued; remaining is what new holds may still take (the budget less spend and
+        # holds), as the ledger counts it.
+        self.spent_usd = Gauge(
+            "orca_budget_spent_usd",
+            "This month's spend of the department: settled pods plus running pods so far",
+            list(labels),
+            registry=self.registry,
+        ).labels(**labels)
+        self.namespace_spent_usd = Gauge(
+            "orca_budget_namespace_spent_usd",
+            "This month's spend per namespace: settled pods plus running pods so far",
+            ["department", "namespace"],
+            registry=self.registry,
+        )
+        self.budget_usd = Gauge(
+            "orca_budget_limit_usd",
+            "The department's monthly budget",
+            list(labels),
+            registry=self.registry,
+        ).labels(**labels)
+        self.remaining_usd = Gauge(
+            "orca_budget_remaining_usd",
+            "What is left of this month's budget for new launches (budget - spent - held)",
+            list(labels),
+            registry=self.registry,
+        ).labels(**labels)
+        self.burn_usd_per_hour = Gauge(
+            "orca_budget_burn_usd_per_hour",
+            "The hourly burn: the sum of the running pods' hourly prices",
+            list(labels),
+            registry=self.registry,
+        ).labels(**labels)
+        self.pod_price = Gauge(
+            "orca_pod_price_usd_per_hour",
+            "The hourly price of each running pod's instance",
+            ["namespace", "pod", "instance_type", "market"],
+            registry=self.registry,
+        )
+        self.budget_refusals = Counter(
+            "orca_launches_refused_by_budget",
+            "Launches refused because the pod's bound cost did not fit, by limit "
+            "(department, namespace) or because no price was known (price)",
+            ["scope"],
+            registry=self.registry,
+        ).labels
+        self.department = department
+
     def observe_instances(self, instances: Iterable[Instance]) -> None:
         counts = Tally(instance.state for instance in instances)
         for state in ("pending", "running", "shutting-down", "stopping", "stopped"):

@@ -13,6 +13,12 @@ nothing. The paths, in the order they are checked:
 - the pod has an intent but no instance id: adopt the tagged instance or
   repeat the launch with the same token (exactly once across restarts);
 - the pod has an instance: mirror the agent's reports into the pod status.
+
+Money goes through :mod:`orca.admission`: the pod's bound cost is held before the
+launch intent is written (a pod that does not fit waits or fails, and nothing is
+launched), the instance is noted after the launch, and once the instance is gone the
+ledger settles what it cost and the pod says so (or the hold is given back when no
+instance ever ran).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from typing import Any
 
 from orca import capacity_reservations, tags
 from orca import status as pod_status
+from orca.admission import Admission, Admitted, Refused, hourly_rate
 from orca.aws.bundles import BundleStore
 from orca.aws.ec2 import Ec2
 from orca.aws.errors import AuthError, BadRequestError, CapacityError, NotFoundError, QuotaError
@@ -37,6 +44,7 @@ from orca.contract import ContractError, LaunchSpec, resolve_launch
 from orca.kube.events import EventRecorder, EventType
 from orca.kube.pods import PodApi
 from orca.launching import Launcher, client_token
+from orca.ledger_records import HoldState, cents, cost_usd, duration, seconds, usd
 from orca.messages import StatusReport
 from orca.metrics import Metrics
 from orca.observed import Observed, Pod
@@ -55,6 +63,8 @@ QUOTA_RETRY_SECONDS = 300.0
 # An agent sends its final report just before it powers off; the report may reach
 # the queue poller after the instance listing shows the instance gone.
 FINAL_REPORT_GRACE = timedelta(seconds=30)
+# How often a running pod's accrued cost annotation is brought up to date.
+COST_REFRESH = timedelta(minutes=5)
 _STATUS_KEYS = (
     "phase",
     "reason",
@@ -96,6 +106,7 @@ class Reconciler:
         queue: WorkQueue,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         metrics: Metrics | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self.settings = settings
         self.observed = observed
@@ -109,8 +120,13 @@ class Reconciler:
         self.queue = queue
         self.clock = clock
         self.metrics = metrics or Metrics(settings.department)
+        self.admission = admission
         self._bundles_deleted: set[str] = set()
         self._lost_since: dict[str, datetime] = {}
+        # When this process ended, or first saw gone, each pod's instance: the end time a
+        # settle uses when EC2's transition reason names none.
+        self._ended_seen: dict[str, datetime] = {}
+        self._settled: set[str] = set()
 
     def reconcile(self, uid: str) -> None:
         pod = self.observed.pod(uid)
@@ -143,6 +159,7 @@ class Reconciler:
             ids = [i.instance_id for i in live]
             log.info("pod %s is gone; terminating %s", uid, ", ".join(ids))
             self._terminate(live)
+        self._settle(uid, None)
         self._delete_bundle(uid)
         self.events.forget(uid)
         self._lost_since.pop(uid, None)
@@ -154,6 +171,7 @@ class Reconciler:
                 self.events.normal(
                     pod, "Terminating", f"Terminating {instance.instance_id}: the pod is deleted"
                 )
+        self._settle(pod["metadata"]["uid"], pod)
         self._delete_bundle(pod["metadata"]["uid"])
         # Like a kubelet, release the object once nothing of the pod runs any more.
         self.pods.release(pod)
@@ -167,6 +185,7 @@ class Reconciler:
                 self.events.normal(
                     pod, "Terminated", f"Terminated {instance.instance_id}: the pod {phase.lower()}"
                 )
+        self._settle(uid, pod)
         self._delete_bundle(uid)
         pending = self.observed.take_report(uid)
         if pending is not None:
@@ -195,8 +214,57 @@ class Reconciler:
 
     def _terminate(self, instances: list[Instance]) -> None:
         self.ec2.terminate([i.instance_id for i in instances])
+        now = self.clock()
         for instance in instances:
             self.observed.remember_instance(_with_state(instance, "shutting-down"))
+            self._ended_seen.setdefault(instance.tags.get(tags.POD_UID, ""), now)
+
+    def _settle(self, uid: str, pod: Pod | None) -> None:
+        """Once the pod's instance is gone: settle what it cost, or give the hold back."""
+        if self.admission is None or uid in self._settled:
+            return
+        record = self.admission.ledger.find(uid)
+        if record is None or record.state is not HoldState.HELD:
+            self._settled.add(uid)
+            return
+        if record.instance_id:
+            found = self.ec2.get_instances([record.instance_id])
+        else:
+            # A runtime stopped between the launch and noting it: the tags know the instance.
+            found = self.ec2.list_instances({tags.POD_UID: uid}, include_terminated=True)
+        if not found:
+            log.info("pod %s never had an instance; giving its hold back", record.pod)
+            self.admission.release(uid)
+            self._settled.add(uid)
+            return
+        instance = max(found, key=lambda i: i.launch_time)
+        if instance.live:
+            return  # it is being ended; the state change brings the pod back here
+        ended = instance.ended_at or self._ended_seen.get(uid) or self.clock()
+        annotated = ((pod or {}).get("metadata", {}).get("annotations") or {}).get(
+            tags.PRICE_ANNOTATION
+        )
+        price = self.admission.price_of(uid) or (Decimal(annotated) if annotated else None)
+        settled = self.admission.settle(uid, instance, ended, price)
+        self._settled.add(uid)
+        self._ended_seen.pop(uid, None)
+        if settled is None or settled.cost_usd is None or pod is None:
+            return
+        rate = settled.settled_usd_per_hour or settled.usd_per_hour
+        ran = duration(int(seconds(ended - instance.launch_time)))
+        self._annotate(
+            pod,
+            {
+                tags.COST_ANNOTATION: str(settled.cost_usd),
+                tags.COST_AS_OF_ANNOTATION: pod_status.timestamp(ended),
+            },
+        )
+        self.events.normal(
+            pod,
+            "Cost",
+            f"{instance.instance_id} ran {ran} at {hourly_rate(rate)}: "
+            f"cost {cents(settled.cost_usd)}",
+        )
 
     def _delete_bundle(self, uid: str) -> None:
         if uid not in self._bundles_deleted:
@@ -282,6 +350,20 @@ class Reconciler:
         bundle = self._build_bundle(pod, spec, deadline)
         if bundle is None:
             return
+        held = ""
+        if self.admission is not None:
+            admitted = self._admit(pod, spec, deadline)
+            if admitted is None:
+                return
+            held = f" {admitted.describe()}"
+            # A hold made before a restart bounds the pod from then: keep its deadline.
+            if not intent_written:
+                bound_deadline = (admitted.record.held_at + spec.lifetime).replace(microsecond=0)
+                if bound_deadline < deadline:
+                    deadline = bound_deadline
+                    bundle = self._build_bundle(pod, spec, deadline)
+                    if bundle is None:
+                        return
         plan = self.launcher.plan(pod, spec, attempt, deadline)
 
         if not intent_written:
@@ -300,8 +382,8 @@ class Reconciler:
         self.events.normal(
             pod,
             "Launching",
-            f"Launching {what} (attempt {attempt}); it stops by {pod_status.timestamp(deadline)} "
-            f"({spec.lifetime_source})",
+            f"Launching {what} (attempt {attempt}){held}; it stops by "
+            f"{pod_status.timestamp(deadline)} ({spec.lifetime_source})",
         )
         self._set_status(
             pod, pod_status.pending_status(pod, "Launching", f"Launching {what}", self.clock())
@@ -332,6 +414,7 @@ class Reconciler:
             if rejection is None:
                 raise
             self.metrics.launch_failures(kind="reservation").inc()
+            self._release(uid)
             message = rejection.message()
             self.events.warning(pod, "InvalidAnnotation", message)
             self._set_status(
@@ -340,6 +423,7 @@ class Reconciler:
             return
         except BadRequestError as e:
             self.metrics.launch_failures(kind="request").inc()
+            self._release(uid)
             message = f"EC2 refused the launch: {e}"
             self.events.warning(pod, "LaunchFailed", message)
             self._set_status(
@@ -351,6 +435,35 @@ class Reconciler:
         self.observed.remember_instance(instance)
         self._store_bundle(bundle, instance)
         self._record_instance(pod, instance)
+
+    def _admit(self, pod: Pod, spec: LaunchSpec, deadline: datetime) -> Admitted | None:
+        """Hold the pod's bound cost; None when it does not fit (it waits or fails)."""
+        assert self.admission is not None
+        uid = pod["metadata"]["uid"]
+        # The runtime ends an instance DEADLINE_GRACE after its deadline at the latest.
+        bound = deadline + DEADLINE_GRACE - self.clock()
+        result = self.admission.admit(pod, spec, bound)
+        if isinstance(result, Refused):
+            self.events.warning(pod, result.reason, result.message)
+            if result.fail:
+                status = pod_status.failed_status(pod, result.reason, result.message, self.clock())
+            else:
+                status = pod_status.pending_status(pod, result.reason, result.message, self.clock())
+                self.queue.add_after(uid, result.retry_seconds)
+            self._set_status(pod, status)
+            return None
+        if result.ran_already:
+            log.warning(
+                "pod %s was settled in the ledger already (it ran as %s); not launching again",
+                result.record.pod,
+                result.record.instance_id,
+            )
+            return None
+        return result
+
+    def _release(self, uid: str) -> None:
+        if self.admission is not None:
+            self.admission.release(uid)
 
     def _build_bundle(self, pod: Pod, spec: LaunchSpec, deadline: datetime) -> PodBundle | None:
         """The pod's bundle, or None while a reference it needs is missing (the pod waits)."""
@@ -422,8 +535,14 @@ class Reconciler:
         self.queue.add_after(uid, self.settings.capacity_retry_seconds)
 
     def _record_instance(self, pod: Pod, instance: Instance) -> None:
-        pod = self._annotate(pod, {tags.INSTANCE_ID_ANNOTATION: instance.instance_id})
-        self.events.normal(pod, "Launched", f"Launched {_describe(instance)}")
+        price = self.admission.launched(pod, instance) if self.admission else None
+        annotations: dict[str, str | None] = {tags.INSTANCE_ID_ANNOTATION: instance.instance_id}
+        launched = f"Launched {_describe(instance)}"
+        if price is not None:
+            annotations[tags.PRICE_ANNOTATION] = str(usd(price))
+            launched += f" at {hourly_rate(price)}"
+        pod = self._annotate(pod, annotations)
+        self.events.normal(pod, "Launched", launched)
         self._set_status(
             pod,
             pod_status.pending_status(
@@ -461,6 +580,7 @@ class Reconciler:
                 self.queue.add_after(uid, 2.0)
                 return
             self._lost_since.pop(uid, None)
+            self._ended_seen.setdefault(uid, first_seen)
             self._instance_lost(pod, instance_id, instance)
             return
         deadline = (pod["metadata"].get("annotations") or {}).get(tags.DEADLINE_ANNOTATION)
@@ -471,6 +591,9 @@ class Reconciler:
                 pod, pod_status.failed_status(pod, "DeadlineExceeded", message, self.clock())
             )
             self._terminate([instance])
+            return
+
+        if self.admission is not None and self._follow_budget(pod, instance):
             return
 
         # An agent that never reports (a bootstrap that failed, an AMI without Docker)
@@ -490,6 +613,41 @@ class Reconciler:
                 pod, pod_status.failed_status(pod, "AgentNotReporting", message, self.clock())
             )
             self._terminate([instance])
+
+    def _follow_budget(self, pod: Pod, instance: Instance) -> bool:
+        """Keep the pod's cost current and apply an over-budget action; True if it ended."""
+        assert self.admission is not None
+        uid = pod["metadata"]["uid"]
+        self.admission.following(pod, instance)
+        verdict = self.admission.verdict(uid)
+        if verdict is not None:
+            kind, message = verdict
+            if kind == "stop":
+                message += f"; terminating {instance.instance_id}"
+                log.warning("%s", message, extra={"pod_uid": uid})
+                self.events.warning(pod, "BudgetExceeded", message)
+                self._set_status(
+                    pod, pod_status.failed_status(pod, "BudgetExceeded", message, self.clock())
+                )
+                self._terminate([instance])
+                return True
+            log.info("%s: %s", uid, message, extra={"pod_uid": uid})
+            self.events.warning(pod, "BudgetExceeded", message)
+
+        price = self.admission.price_of(uid)
+        annotations = pod["metadata"].get("annotations") or {}
+        as_of = annotations.get(tags.COST_AS_OF_ANNOTATION)
+        now = self.clock()
+        if price is not None and (as_of is None or now - _parse_time(as_of) >= COST_REFRESH):
+            ran = max(seconds(now - instance.launch_time), Decimal(60))
+            self._annotate(
+                pod,
+                {
+                    tags.COST_ANNOTATION: str(cost_usd(price, ran)),
+                    tags.COST_AS_OF_ANNOTATION: pod_status.timestamp(now),
+                },
+            )
+        return False
 
     def _apply_report(self, pod: Pod, report: Any, instance: Instance | None) -> None:
         annotations = pod["metadata"].get("annotations") or {}

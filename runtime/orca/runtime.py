@@ -8,11 +8,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from orca import tags
+from orca.admission import Admission, BudgetWatch
 from orca.aws.bundles import BundleStore
 from orca.aws.clients import AwsClients
 from orca.aws.ec2 import Ec2
 from orca.aws.heartbeats import HeartbeatStore
 from orca.aws.logs import ContainerLogs
+from orca.aws.pricing_api import price_list_client
 from orca.aws.queue import StatusQueue
 from orca.catalog import CachedCatalog
 from orca.controller import PodController
@@ -25,9 +27,11 @@ from orca.kube.nodes import NodeApi
 from orca.kube.pods import PodApi
 from orca.kubelet_api import KubeletApi, build_kubelet_api
 from orca.launching import Launcher
+from orca.ledger import Ledger
 from orca.metrics import Metrics
 from orca.node import NodeKeeper
 from orca.observed import Observed
+from orca.pricing import Prices
 from orca.reconciler import Reconciler
 from orca.settings import Settings
 from orca.workqueue import WorkQueue
@@ -44,6 +48,7 @@ class Runtime:
     catalog: CachedCatalog | None = None
     health: HealthServer | None = None
     heartbeat: HeartbeatWriter | None = None
+    budget_watch: BudgetWatch | None = None
     # Connection pools the runtime opened, closed last when it stops.
     closers: list[Callable[[], None]] = field(default_factory=list)
 
@@ -73,6 +78,8 @@ class Runtime:
         self.controller.start()
         if self.heartbeat is not None:
             self.heartbeat.start()
+        if self.budget_watch is not None:
+            self.budget_watch.start()
         if self.health is not None:
             self.health.start()
         log.info(
@@ -94,6 +101,8 @@ class Runtime:
         # The last heartbeat stays: agents keep their pods for a lease, for the next runtime.
         if self.heartbeat is not None:
             self.heartbeat.stop()
+        if self.budget_watch is not None:
+            self.budget_watch.stop()
         self.controller.stop()
         self.node.stop()
         if self.kubelet is not None:
@@ -128,6 +137,7 @@ def build_runtime(settings: Settings, aws: AwsClients | None = None) -> Runtime:
     reports = StatusQueue(aws.sqs, settings.status_queue_url)
     catalog = CachedCatalog(aws.ec2)
     metrics = Metrics(settings.department)
+    admission = _admission(settings, aws, metrics)
     reconciler = Reconciler(
         settings=settings,
         observed=observed,
@@ -140,6 +150,7 @@ def build_runtime(settings: Settings, aws: AwsClients | None = None) -> Runtime:
         catalog=catalog.get,
         queue=queue,
         metrics=metrics,
+        admission=admission,
     )
     collector = GarbageCollector(ec2, pods, settings.gc_min_age_seconds)
     controller = PodController(settings, observed, queue, reconciler, pods, ec2, reports, collector)
@@ -166,6 +177,7 @@ def build_runtime(settings: Settings, aws: AwsClients | None = None) -> Runtime:
         kubelet=kubelet,
         catalog=catalog,
         heartbeat=heartbeat,
+        budget_watch=BudgetWatch(admission) if admission is not None else None,
         closers=closers,
         health=HealthServer(
             metrics.registry,
@@ -176,3 +188,32 @@ def build_runtime(settings: Settings, aws: AwsClients | None = None) -> Runtime:
             port=settings.health_port,
         ),
     )
+
+
+def _admission(settings: Settings, aws: AwsClients, metrics: Metrics) -> Admission | None:
+    """The budget's admission on the envelope's ledger, or None when no budget is set."""
+    budget = settings.budget
+    if budget is None:
+        log.warning(
+            "no budget is set (ORCA_BUDGET__LEDGER_TABLE, ORCA_BUDGET__MONTHLY_USD): launches "
+            "are not checked against a budget and nothing is recorded in a cost ledger"
+        )
+        return None
+    # The Price List API answers from us-east-1 whatever the runtime's region; the local
+    # AWS serves it at the same endpoint as everything else.
+    prices = Prices(price_list_client(endpoint_url=aws.endpoint_url), aws.ec2, settings.region)
+    ledger = Ledger.on(
+        aws, budget.ledger_table, cluster=settings.cluster_name, department=settings.department
+    )
+    log.info(
+        "budget: %s USD a month for %s, held in ledger table %s; a pod that does not fit "
+        "will %s; running pods over the budget %s",
+        budget.monthly_usd,
+        settings.department,
+        budget.ledger_table,
+        budget.when_refused,
+        "finish"
+        if budget.over_limit == "finish"
+        else f"stop at {budget.hard_ceiling_percent}% over it",
+    )
+    return Admission(budget, ledger, prices, metrics)

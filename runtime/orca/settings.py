@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
+    ConfigDict,
     Field,
     FilePath,
     ValidationError,
@@ -75,6 +76,67 @@ class WorkloadTemplate(BaseModel):
     max_spot_price: Decimal | None = Field(default=None, gt=0)
 
 
+# DynamoDB table names: 3-255 letters, digits, '_', '-' or '.'.
+_TABLE_NAME = r"^[A-Za-z0-9_.-]{3,255}$"
+_NAMESPACE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+class BudgetSettings(BaseModel):
+    """The department's monthly budget, held by the cost ledger before every launch.
+
+    ``monthly_usd`` is the stack's ``budget``. ``namespace_shares`` gives a namespace a
+    share of it in percent (so a share follows the budget when the budget changes); a
+    namespace without one is limited by the department's budget alone. Shares may add up
+    to more than 100: the department's limit still holds for all of them together.
+    ``when_refused`` is what happens to a pod whose bound cost does not fit: ``wait``
+    (Pending, tried again every ``retry_seconds`` and at the month's reset) or ``fail``.
+    ``over_limit`` is what happens to running pods once the month's spend passes the
+    budget: ``finish`` lets them run to their end (new launches stop either way); ``stop``
+    fails them and ends their instances once spend reaches ``hard_ceiling_percent`` over
+    the budget.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ledger_table: str = Field(pattern=_TABLE_NAME)
+    monthly_usd: Decimal = Field(gt=0, max_digits=14, decimal_places=2)
+    namespace_shares: dict[str, Decimal] = Field(default_factory=dict)
+    when_refused: Literal["wait", "fail"] = "wait"
+    over_limit: Literal["finish", "stop"] = "finish"
+    hard_ceiling_percent: Decimal = Field(default=Decimal(10), ge=0, le=1000)
+    retry_seconds: float = Field(default=300.0, ge=5)
+    # How often the month's spend is read from the ledger for metrics and the over-limit
+    # action: a Query of the month's partition each time.
+    check_seconds: float = Field(default=60.0, ge=1)
+
+    @field_validator("namespace_shares")
+    @classmethod
+    def _shares_are_percentages_of_namespaces(cls, value: dict[str, Decimal]) -> dict[str, Decimal]:
+        bad_names = [n for n in value if not _NAMESPACE.match(n)]
+        if bad_names:
+            raise ValueError(f"not namespace names: {', '.join(bad_names)}")
+        bad = [f"{n}={p}" for n, p in value.items() if not Decimal(0) < p <= 100]
+        if bad:
+            raise ValueError(
+                f"shares are percentages of the monthly budget, above 0 and at most 100: "
+                f"{', '.join(bad)}"
+            )
+        return value
+
+    def namespace_limit_usd(self, namespace: str) -> Decimal | None:
+        """The namespace's share in USD, or None when only the department's limit applies."""
+        share = self.namespace_shares.get(namespace)
+        if share is None:
+            return None
+        return (self.monthly_usd * share / 100).quantize(Decimal("0.01"))
+
+    @property
+    def hard_ceiling_usd(self) -> Decimal:
+        return (self.monthly_usd * (100 + self.hard_ceiling_percent) / 100).quantize(
+            Decimal("0.01")
+        )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -105,6 +167,11 @@ class Settings(BaseSettings):
     # AWS::EC2::CapacityReservationPool), which pods target with capacity-reservation: group;
     # the Pulumi program sets it when the stack has reservations.
     capacity_reservation_group_arn: str | None = None
+
+    # The monthly budget and the cost ledger that holds it (ORCA_BUDGET__LEDGER_TABLE,
+    # ORCA_BUDGET__MONTHLY_USD, ...). The Pulumi program always sets it; without it no
+    # launch is checked against a budget, which the runtime logs as a warning at start.
+    budget: BudgetSettings | None = None
 
     # Privileged containers and capabilities beyond Docker's defaults reach the instance's
     # kernel and devices; a department whose pods need them opts in (default: refused).

@@ -87,3 +87,10 @@ CLIENT_TOKEN_ANNOTATION = PREFIX + "client-token"
 INSTANCE_ID_ANNOTATION = PREFIX + "instance-id"
 REPORT_SEQUENCE_ANNOTATION = PREFIX + "report-sequence"
 DEADLINE_ANNOTATION = PREFIX + "deadline"
+# What the pod costs: the hourly price its instance is billed at (set at launch), and the
+# cost accrued so far with the time it was computed (refreshed while it runs, final once
+# the ledger has settled it).
+PRICE_ANNOTATION = PREFIX + "price-usd-per-hour"
+COST_ANNOTATION = PREFIX + "cost-usd"
+COST_AS_OF_ANNOTATION = PREFIX + "cost-as-of"
+COST_ANNOTATIONS = (PRICE_ANNOTATION, COST_ANNOTATION, COST_AS_OF_ANNOTATION)

@@ -88,6 +88,10 @@ class FakeEc2:
             instance = self._instances[instance_id]
             was_live = instance.state not in ("shutting-down", "terminated")
             instance = dataclasses.replace(instance, state=state, state_reason=reason)
+            if was_live and state in ("shutting-down", "terminated"):
+                # As EC2's StateTransitionReason gives it: to the second.
+                ended = self._clock().replace(microsecond=0)
+                instance = dataclasses.replace(instance, ended_at=ended)
             self._instances[instance_id] = instance
             if was_live and state in ("shutting-down", "terminated"):
                 self._release(instance)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -81,3 +82,17 @@ def test_an_instance_in_a_reservation_says_which() -> None:
 
     assert instance_from_api(raw).capacity_reservation_id == "cr-0123456789abcdef0"
     assert instance_from_api({**raw, "CapacityReservationId": ""}).capacity_reservation_id is None
+
+
+def test_a_terminated_instance_ended_when_its_transition_reason_says() -> None:
+    raw = {
+        "InstanceId": "i-0123456789abcdef0",
+        "InstanceType": "m7i.large",
+        "State": {"Name": "terminated"},
+        "LaunchTime": datetime(2026, 12, 4, 18, 0, tzinfo=UTC),
+        "StateTransitionReason": "User initiated (2026-12-04 19:27:36 GMT)",
+    }
+
+    assert instance_from_api(raw).ended_at == datetime(2026, 12, 4, 19, 27, 36, tzinfo=UTC)
+    assert instance_from_api({**raw, "StateTransitionReason": ""}).ended_at is None
+    assert instance_from_api({**raw, "State": {"Name": "running"}}).ended_at is None

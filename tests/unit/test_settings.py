@@ -119,3 +119,37 @@ def test_bad_reservation_group_arn_stops_the_runtime_naming_the_key(
     message = str(caught.value)
     assert f"ORCA_CAPACITY_RESERVATION_GROUP_ARN: Value error, {reason}" in message
     assert repr(value) in message
+
+
+def test_the_budget_comes_from_orca_budget_variables(environment: pytest.MonkeyPatch) -> None:
+    environment.setenv("ORCA_BUDGET__LEDGER_TABLE", "orca-biology-ledger")
+    environment.setenv("ORCA_BUDGET__MONTHLY_USD", "5000")
+    environment.setenv("ORCA_BUDGET__NAMESPACE_SHARES", '{"genomics": 40}')
+    environment.setenv("ORCA_BUDGET__OVER_LIMIT", "stop")
+
+    budget = load_settings().budget
+
+    assert budget is not None
+    assert budget.namespace_limit_usd("genomics") == 2000
+    assert budget.namespace_limit_usd("imaging") is None
+    assert (budget.when_refused, budget.over_limit) == ("wait", "stop")
+    assert budget.hard_ceiling_usd == 5500
+
+
+def test_bad_budget_values_name_each_variable_and_reason(
+    environment: pytest.MonkeyPatch,
+) -> None:
+    environment.setenv("ORCA_BUDGET__LEDGER_TABLE", "orca ledger")
+    environment.setenv("ORCA_BUDGET__MONTHLY_USD", "0")
+    environment.setenv("ORCA_BUDGET__NAMESPACE_SHARES", '{"genomics": 140}')
+    environment.setenv("ORCA_BUDGET__WHEN_REFUSED", "queue")
+
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+
+    message = str(caught.value)
+    assert "ORCA_BUDGET__LEDGER_TABLE: String should match pattern" in message
+    assert "ORCA_BUDGET__MONTHLY_USD: Input should be greater than 0" in message
+    assert "ORCA_BUDGET__NAMESPACE_SHARES: Value error, shares are percentages" in message
+    assert "genomics=140" in message
+    assert "ORCA_BUDGET__WHEN_REFUSED: Input should be 'wait' or 'fail'" in message

@@ -50,6 +50,9 @@ CLIENT_TOKEN_MAX = 64
 NOT_TERMINATED = ("pending", "running", "shutting-down", "stopping", "stopped")
 
 _INSTANCE_ID = re.compile(r"i-[0-9a-f]+")
+# EC2 writes the time of a user-initiated stop or termination into StateTransitionReason,
+# "User initiated (2026-12-04 19:27:36 GMT)"; moto writes UTC for GMT.
+_TRANSITION_TIME = re.compile(r"\((\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}) (GMT|UTC)\)")
 
 
 class Ec2:
@@ -286,7 +289,18 @@ def instance_from_api(raw: Mapping[str, Any]) -> Instance:
         spot=raw.get("InstanceLifecycle") == "spot",
         state_reason=reason,
         capacity_reservation_id=raw.get("CapacityReservationId") or None,
+        ended_at=_ended_at(raw),
     )
+
+
+def _ended_at(raw: Mapping[str, Any]) -> datetime | None:
+    """When a gone instance stopped billing, if EC2's transition reason names the time."""
+    if raw["State"]["Name"] not in ("shutting-down", "terminated"):
+        return None
+    found = _TRANSITION_TIME.search(raw.get("StateTransitionReason") or "")
+    if found is None:
+        return None
+    return datetime.strptime(found.group(1), "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
 
 
 def _snake(operation: str) -> str:

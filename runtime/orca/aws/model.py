@@ -82,6 +82,9 @@ class Instance:
     # arn:<partition>:ec2:<region>:<account>:instance/<id>, what IAM calls the instance in
     # ec2:SourceInstanceARN; None where the answer named no owner account.
     arn: str | None = None
+    # When EC2 moved the instance to shutting-down or terminated, where it says so (its
+    # StateTransitionReason "User initiated (2026-12-04 19:27:36 GMT)"); billing stops then.
+    ended_at: datetime | None = None
 
     @property
     def live(self) -> bool:

@@ -1,0 +1,422 @@
+"""Budgets that hold: the reconciler with admission, against fakes of EC2, the pod API,
+the ledger's table and the price sources."""
+
+from __future__ import annotations
+
+import copy
+import threading
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from orca import tags
+from orca.admission import Admission
+from orca.ledger import Ledger
+from orca.ledger_records import HoldState
+from orca.metrics import Metrics
+from orca.pricing import Prices
+from orca.settings import BudgetSettings
+from orca.workqueue import WorkQueue
+from tests.fakes.ec2 import FakeEc2
+from tests.fakes.ledger_table import FakeLedgerTable
+from tests.fakes.pricing import FakePriceList, FakeSpotHistory
+from tests.unit.helpers import pod
+from tests.unit.test_reconciler import Clock, FakePods, World, report
+
+# m7i.large at 1.80 USD/h for 58 minutes, plus the 2 minutes the runtime gives the agent
+# to stop at the deadline: a bound of exactly one hour, 1.80 USD.
+PRICE = Decimal("1.80")
+LIFETIME = "58m"
+
+
+class RecordingQueue(WorkQueue):
+    def __init__(self) -> None:
+        super().__init__()
+        self.delays: list[tuple[str, float]] = []
+
+    def add_after(self, key: str, delay: float) -> None:
+        self.delays.append((key, delay))
+        super().add_after(key, delay)
+
+
+class LockedPods(FakePods):
+    """The fake pod API, safe for many workers at once as the API server is."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lock = threading.Lock()
+
+    def annotate(self, p: dict[str, Any], annotations: dict[str, str | None]) -> dict[str, Any]:
+        with self.lock:
+            return super().annotate(p, annotations)
+
+    def patch_status(self, p: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+        with self.lock:
+            return super().patch_status(p, status)
+
+
+class BudgetWorld(World):
+    """A reconciler wired to fakes, with a budget held in a fake ledger table."""
+
+    def __init__(
+        self, table: FakeLedgerTable | None = None, clock: Clock | None = None, **budget: Any
+    ) -> None:
+        super().__init__()
+        self.clock = clock or self.clock
+        self.reconciler.clock = self.clock
+        self.ec2 = FakeEc2(clock=self.clock)
+        self.reconciler.ec2 = self.reconciler.launcher.ec2 = self.ec2  # type: ignore[assignment]
+        self.table = table or FakeLedgerTable()
+        self.ledger = Ledger(
+            self.table,
+            cluster="campus",
+            department="physics",
+            clock=self.clock,
+            sleep=lambda _: None,
+        )
+        self.price_list = FakePriceList()
+        self.price_list.set_price("m7i.large", "us-east-1", PRICE)
+        self.spot = FakeSpotHistory()
+        prices = Prices(self.price_list, self.spot, "us-east-1", clock=self.clock)
+        self.budget = BudgetSettings(
+            **{"ledger_table": "ledger", "monthly_usd": Decimal(100), **budget}
+        )
+        self.admission = Admission(
+            self.budget, self.ledger, prices, Metrics("physics"), clock=self.clock
+        )
+        self.queue = RecordingQueue()
+        self.reconciler.queue = self.queue
+        self.reconciler.admission = self.admission
+
+    def restarted(self) -> BudgetWorld:
+        """A new runtime on the same EC2, pods and ledger table, that knows nothing else."""
+        again = BudgetWorld(self.table, self.clock, **self.budget.model_dump())
+        again.ec2, again.pods = self.ec2, self.pods
+        again.reconciler.ec2 = again.reconciler.launcher.ec2 = self.ec2
+        again.reconciler.pods = self.pods  # type: ignore[assignment]
+        for stored in self.pods.pods.values():
+            again.observed.remember_pod(copy.deepcopy(stored))
+        return again
+
+
+def budget_pod(uid: str = "0b6f1c2e-0000-4000-8000-000000000001", **annotations: str) -> Any:
+    manifest = pod(
+        {"orca.research/instance-type": "m7i.large", "orca.research/max-lifetime": LIFETIME}
+        | annotations
+    )
+    manifest["metadata"]["uid"] = uid
+    manifest["metadata"]["name"] = f"p-{uid[-4:]}"
+    return manifest
+
+
+def waiting_reason(stored: dict[str, Any]) -> str | None:
+    """The reason kubectl's STATUS column shows for a Pending pod."""
+    [container] = stored["status"]["containerStatuses"]
+    reason: str | None = container["state"]["waiting"]["reason"]
+    return reason
+
+
+def warnings(world: World) -> list[str]:
+    return [message for kind, _, message in world.events.recorded if kind == "Warning"]
+
+
+def test_a_pod_whose_bound_cost_is_exactly_what_is_left_launches() -> None:
+    world = BudgetWorld(monthly_usd=PRICE)
+    uid = world.create(budget_pod())
+
+    stored = world.reconcile(uid)
+
+    assert world.ec2.calls["RunInstances"] == 1
+    launching = next(m for _, r, m in world.events.recorded if r == "Launching")
+    assert "at $1.80/h, holding $1.80 of the $1.80 left this month" in launching
+    assert stored["metadata"]["annotations"][tags.PRICE_ANNOTATION] == "1.800000"
+    record = world.ledger.find(uid)
+    assert record is not None and record.state is HoldState.HELD
+    assert record.instance_id == stored["metadata"]["annotations"][tags.INSTANCE_ID_ANNOTATION]
+    assert world.ledger.month_summary().committed_usd == PRICE
+
+
+def test_a_pod_that_would_cross_the_budget_by_one_cent_waits_and_nothing_launches() -> None:
+    world = BudgetWorld(monthly_usd=PRICE - Decimal("0.01"))
+    uid = world.create(budget_pod())
+
+    stored = world.reconcile(uid)
+
+    assert world.ec2.calls["RunInstances"] == 0
+    assert stored["status"]["phase"] == "Pending"
+    assert waiting_reason(stored) == "BudgetExceeded"
+    [message] = warnings(world)
+    assert "would hold $1.80, but the physics department has $1.79 left" in message
+    assert "The pod waits; ORCA tries again every 300 s and when the month resets" in message
+    assert tags.LAUNCH_ATTEMPT_ANNOTATION not in stored["metadata"]["annotations"]
+    assert world.queue.delays == [(uid, 300.0)]
+    assert world.ledger.find(uid) is None
+
+
+def test_a_refused_pod_fails_when_the_department_says_fail() -> None:
+    world = BudgetWorld(monthly_usd=Decimal(1), when_refused="fail")
+    uid = world.create(budget_pod())
+
+    stored = world.reconcile(uid)
+
+    assert world.ec2.calls["RunInstances"] == 0
+    assert stored["status"]["phase"] == "Failed"
+    assert stored["status"]["reason"] == "BudgetExceeded"
+    assert "ORCA_BUDGET__WHEN_REFUSED=fail" in stored["status"]["message"]
+    assert world.queue.delays == []
+
+
+def test_a_waiting_pod_is_tried_again_when_the_month_resets() -> None:
+    world = BudgetWorld(monthly_usd=Decimal(1))
+    world.clock.now = datetime(2026, 12, 31, 23, 58, tzinfo=UTC)
+    uid = world.create(budget_pod())
+
+    world.reconcile(uid)
+
+    [(_, delay)] = world.queue.delays
+    assert delay == pytest.approx(125.0)
+
+
+def test_a_namespace_share_limits_its_pods_within_the_department_budget() -> None:
+    world = BudgetWorld(monthly_usd=Decimal(3), namespace_shares={"default": Decimal(50)})
+    uid = world.create(budget_pod())
+
+    world.reconcile(uid)
+
+    assert world.ec2.calls["RunInstances"] == 0
+    [message] = warnings(world)
+    assert "namespace default has $1.50 left of its $1.50 share" in message
+
+
+def test_spot_holds_the_on_demand_price_that_bounds_the_bill_and_is_billed_the_zone_price() -> None:
+    world = BudgetWorld(monthly_usd=PRICE)
+    for zone in ("us-east-1a", "us-east-1b"):
+        world.spot.set_price("m7i.large", zone, Decimal("0.60"), world.clock.now)
+    uid = world.create(budget_pod(**{"orca.research/launch-type": "spot"}))
+
+    stored = world.reconcile(uid)
+
+    record = world.ledger.find(uid)
+    assert record is not None and record.usd_per_hour == PRICE
+    assert stored["metadata"]["annotations"][tags.PRICE_ANNOTATION] == "0.600000"
+
+
+def test_the_ledger_settles_what_the_instance_really_ran_and_the_pod_shows_it() -> None:
+    world = BudgetWorld()
+    uid = world.create(budget_pod())
+    world.reconcile(uid)
+    instance = world.instance_of(uid)
+    world.clock.now += timedelta(minutes=30)
+
+    world.observed.offer_report(report(uid, instance.instance_id, 1, "Succeeded", 0), "r1")
+    world.reconcile(uid)
+    stored = world.reconcile(uid)
+
+    record = world.ledger.find(uid)
+    assert record is not None and record.state is HoldState.SETTLED
+    assert record.cost_usd == Decimal("0.90")
+    assert record.ended_at == world.clock.now
+    assert stored["metadata"]["annotations"][tags.COST_ANNOTATION] == "0.900000"
+    cost = [m for _, r, m in world.events.recorded if r == "Cost"]
+    assert cost == [f"{instance.instance_id} ran 30m at $1.80/h: cost $0.90"]
+    summary = world.ledger.month_summary()
+    assert (summary.spent_usd, summary.held_usd) == (Decimal("0.90"), Decimal(0))
+
+
+def test_a_pod_deleted_while_running_is_settled_once() -> None:
+    world = BudgetWorld()
+    uid = world.create(budget_pod())
+    world.reconcile(uid)
+    world.clock.now += timedelta(minutes=10)
+
+    world.observed.forget_pod(uid)
+    world.reconciler.reconcile(uid)
+    world.reconciler.reconcile(uid)
+    world.restarted().reconciler.reconcile(uid)
+
+    assert world.ledger.month_summary().spent_usd == Decimal("0.30")
+    assert world.table.calls["transact"] == 3  # hold, launched, settle
+
+
+def test_a_launch_ec2_refuses_gives_its_hold_back() -> None:
+    world = BudgetWorld(monthly_usd=PRICE)
+    world.ec2.fail_next("RunInstances", "InvalidParameterCombination")
+    uid = world.create(budget_pod())
+
+    stored = world.reconcile(uid)
+
+    assert stored["status"]["reason"] == "LaunchFailed"
+    record = world.ledger.find(uid)
+    assert record is not None and record.state is HoldState.RELEASED
+    assert world.ledger.month_summary().committed_usd == 0
+
+
+def test_a_pod_waiting_for_capacity_keeps_one_hold() -> None:
+    world = BudgetWorld(monthly_usd=PRICE)
+    world.ec2.fail_next("RunInstances", "InsufficientInstanceCapacity", times=2)
+    uid = world.create(budget_pod())
+
+    for _ in range(3):
+        world.reconcile(uid)
+
+    assert world.ec2.calls["RunInstances"] == 3
+    assert world.instance_of(uid).state == "pending"
+    assert world.ledger.month_summary().committed_usd == PRICE
+
+
+def _raise_once(method: Any, when: Any) -> Any:
+    calls: list[Any] = []
+
+    def maybe_die(*args: Any) -> Any:
+        calls.append(args)
+        if len(calls) == 1 and when(*args):
+            raise ConnectionError("the runtime died here")
+        return method(*args)
+
+    return maybe_die
+
+
+def test_a_runtime_killed_between_the_hold_and_the_intent_counts_the_pod_once() -> None:
+    world = BudgetWorld(monthly_usd=PRICE)
+    uid = world.create(budget_pod())
+    world.pods.annotate = _raise_once(  # type: ignore[method-assign]
+        world.pods.annotate, lambda p, a: tags.LAUNCH_ATTEMPT_ANNOTATION in a
+    )
+    with pytest.raises(ConnectionError):
+        world.reconcile(uid)
+    assert world.ledger.month_summary().held_usd == PRICE
+    assert world.ec2.calls["RunInstances"] == 0
+
+    restarted = world.restarted()
+    restarted.reconcile(uid)
+
+    assert world.ec2.calls["RunInstances"] == 1
+    record = world.ledger.find(uid)
+    assert record is not None and record.generation == 1 and record.instance_id
+    assert world.ledger.month_summary().held_usd == PRICE
+
+
+def test_a_runtime_killed_after_the_launch_adopts_the_instance_and_counts_it_once() -> None:
+    world = BudgetWorld(monthly_usd=PRICE)
+    uid = world.create(budget_pod())
+    world.bundles.put = _raise_once(world.bundles.put, lambda b, arn: True)  # type: ignore[method-assign]
+    with pytest.raises(ConnectionError):
+        world.reconcile(uid)
+
+    restarted = world.restarted()
+    stored = restarted.reconcile(uid)
+
+    assert world.ec2.calls["RunInstances"] == 1
+    instance = world.instance_of(uid)
+    assert stored["metadata"]["annotations"][tags.INSTANCE_ID_ANNOTATION] == instance.instance_id
+    record = world.ledger.find(uid)
+    assert record is not None and record.instance_id == instance.instance_id
+    assert world.ledger.month_summary().held_usd == PRICE
+
+
+def test_twenty_pods_at_once_against_a_budget_for_seven_launch_exactly_seven() -> None:
+    world = BudgetWorld(monthly_usd=PRICE * 7 + Decimal("1.79"))
+    world.pods = world.reconciler.pods = LockedPods()  # type: ignore[assignment]
+    uids = [
+        world.create(budget_pod(f"0b6f1c2e-0000-4000-8000-0000000000{n:02d}")) for n in range(20)
+    ]
+    start = threading.Barrier(len(uids))
+
+    def admit(uid: str) -> None:
+        start.wait()
+        world.reconciler.reconcile(uid)
+
+    threads = [threading.Thread(target=admit, args=(uid,)) for uid in uids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert world.ec2.calls["RunInstances"] == 7
+    waiting = [waiting_reason(world.pods.pods[uid]) for uid in uids]
+    assert waiting.count("BudgetExceeded") == 13
+    summary = world.ledger.month_summary()
+    assert summary.committed_usd == PRICE * 7
+    assert len([p for p in summary.pods if p.state is HoldState.HELD]) == 7
+
+
+def lowered(world: BudgetWorld, **budget: Any) -> BudgetWorld:
+    """The same runtime after the department lowered its budget (a restart with settings)."""
+    again = world.restarted()
+    again.budget = again.budget.model_copy(update=budget)
+    again.admission.budget = again.budget
+    return again
+
+
+def test_spend_past_the_hard_ceiling_stops_running_pods_and_launches() -> None:
+    world = BudgetWorld(monthly_usd=Decimal(10))
+    uid = world.create(budget_pod())
+    world.reconcile(uid)
+    now = lowered(world, monthly_usd=Decimal("0.50"), over_limit="stop")
+    now.reconcile(uid)  # found running after the restart
+    now.clock.now += timedelta(minutes=30)  # 0.90 spent: past the ceiling of 0.55
+
+    state = now.admission.sweep()
+    stored = now.reconcile(uid)
+
+    assert state.over and state.stop
+    assert stored["status"]["phase"] == "Failed"
+    assert stored["status"]["reason"] == "BudgetExceeded"
+    assert "past its hard ceiling $0.55 (10% over the budget)" in stored["status"]["message"]
+    assert world.instance_of(uid).state == "terminated"
+    now.reconcile(uid)
+    assert world.ledger.month_summary().spent_usd == Decimal("0.90")
+
+    other = now.create(budget_pod("0b6f1c2e-0000-4000-8000-000000000099"))
+    now.reconcile(other)
+    assert world.ec2.calls["RunInstances"] == 1
+    assert "has spent $0.90 of its $0.50 budget" in warnings(now)[-1]
+
+
+def test_spend_past_the_budget_lets_running_pods_finish_and_says_so_once() -> None:
+    world = BudgetWorld(monthly_usd=Decimal(10))
+    uid = world.create(budget_pod())
+    world.reconcile(uid)
+    now = lowered(world, monthly_usd=Decimal("0.50"))
+    instance = world.instance_of(uid)
+    now.observed.offer_report(report(uid, instance.instance_id, 1, "Running", None), "r1")
+    now.reconcile(uid)  # the report
+    now.reconcile(uid)  # found running after the restart
+    now.clock.now += timedelta(minutes=30)
+
+    now.admission.sweep()
+    now.reconcile(uid)
+    stored = now.reconcile(uid)
+
+    assert stored["status"].get("phase") != "Failed"
+    assert world.instance_of(uid).state == "pending"
+    [message] = warnings(now)
+    assert "spent $0.90 of its $0.50 budget" in message
+    assert "it runs to its end (ORCA_BUDGET__OVER_LIMIT=finish)" in message
+
+
+def test_the_sweep_publishes_spend_burn_and_what_is_left() -> None:
+    world = BudgetWorld(monthly_usd=Decimal(10))
+    uid = world.create(budget_pod())
+    world.reconcile(uid)
+    world.clock.now += timedelta(minutes=20)
+
+    world.admission.sweep()
+
+    registry = world.admission.metrics.registry
+    labels = {"department": "physics"}
+    assert registry.get_sample_value("orca_budget_spent_usd", labels) == pytest.approx(0.60)
+    assert registry.get_sample_value("orca_budget_remaining_usd", labels) == pytest.approx(8.20)
+    assert registry.get_sample_value("orca_budget_burn_usd_per_hour", labels) == 1.8
+    price = registry.get_sample_value(
+        "orca_pod_price_usd_per_hour",
+        {
+            "namespace": "default",
+            "pod": "p-0001",
+            "instance_type": "m7i.large",
+            "market": "on-demand",
+        },
+    )
+    assert price == 1.8
