@@ -158,6 +158,49 @@ def test_deadline_stops_the_containers_and_fails_the_pod(
     assert len(host.shutdowns) == 1
 
 
+def test_run_as_non_root_refuses_a_root_image_and_runs_a_numeric_user_without_escalation(
+    store_pod: Callable[..., AgentConfig],
+    run: Callable[..., RecordingHost],
+    aws_clients: AwsClients,
+    docker_host: str,
+) -> None:
+    # busybox's image runs as root; the second pod names a user, so it may run.
+    probe = {
+        "name": "probe",
+        "image": "busybox:1.36",
+        "command": ["sh", "-c", "id -u; grep NoNewPrivs /proc/self/status"],
+    }
+    root = store_pod(
+        "default",
+        "non-root-refused",
+        {
+            "restartPolicy": "Never",
+            "securityContext": {"runAsNonRoot": True},
+            "containers": [probe],
+        },
+    )
+    numeric = store_pod(
+        "default",
+        "non-root-numeric",
+        {
+            "restartPolicy": "Never",
+            "securityContext": {"runAsNonRoot": True, "runAsUser": 1000},
+            "containers": [{**probe, "securityContext": {"allowPrivilegeEscalation": False}}],
+        },
+    )
+
+    run(root)
+    refused = reports_for(aws_clients, root.status_queue_url, root.pod_uid)[-1]
+    run(numeric)
+
+    assert (refused.phase, refused.reason) == ("Failed", "CreateContainerConfigError")
+    assert "runAsNonRoot and image will run as root" in (refused.message or "")
+    assert containers_of(docker_host, root.pod_uid) == []
+    ran = reports_for(aws_clients, numeric.status_queue_url, numeric.pod_uid)[-1]
+    assert ran.phase == "Succeeded"
+    assert log_lines(aws_clients, numeric, "probe") == ["1000", "NoNewPrivs:\t1"]
+
+
 def test_failing_container_is_restarted_under_on_failure_with_backoff(
     store_pod: Callable[..., AgentConfig],
     run: Callable[..., RecordingHost],

@@ -217,6 +217,44 @@ def test_the_process_joins_the_pods_fs_group_and_supplemental_groups() -> None:
     assert added == ["2000", "3000"]
 
 
+def test_no_privilege_escalation_becomes_no_new_privileges_and_only_when_false() -> None:
+    pod, spec = pod_of("02-cpu-batch.yaml")
+    spec["securityContext"] = {"allowPrivilegeEscalation": True}
+    spec["containers"][0]["securityContext"] = {"allowPrivilegeEscalation": False}
+
+    refused = invocation_for(pod, spec, "align").argv
+    del spec["containers"][0]["securityContext"]
+    allowed = invocation_for(pod, spec, "align").argv
+
+    assert refused[refused.index("--security-opt") + 1] == "no-new-privileges"
+    assert "--security-opt" not in allowed
+
+
+@pytest.mark.parametrize(
+    ("context", "image_user", "refusal"),
+    [
+        ({"runAsNonRoot": True}, "", "image will run as root"),
+        ({"runAsNonRoot": True}, "root", "image will run as root"),
+        ({"runAsNonRoot": True}, "0:0", "image will run as root"),
+        ({"runAsNonRoot": True}, "nobody", "non-numeric user (nobody)"),
+        ({"runAsNonRoot": True, "runAsUser": 0}, "1000", "runAsUser breaks non-root policy"),
+        ({"runAsNonRoot": True}, "1000:1000", None),
+        ({"runAsNonRoot": True, "runAsUser": 1000}, "", None),
+        ({"runAsNonRoot": False}, "", None),
+        ({}, "", None),
+    ],
+)
+def test_run_as_non_root_is_checked_against_the_user_the_container_would_run_as(
+    context: dict[str, Any], image_user: str, refusal: str | None
+) -> None:
+    # The pod-level context, as most manifests set it.
+    spec = {"securityContext": context, "containers": [{"name": "c", "image": "busybox:1.36"}]}
+
+    found = containers.non_root_violation(spec, spec["containers"][0], image_user)
+
+    assert (found is None) if refusal is None else (found is not None and refusal in found)
+
+
 def test_args_alone_keep_the_image_entrypoint_and_references_are_expanded() -> None:
     pod, spec = pod_of("02-cpu-batch.yaml")
     spec["containers"][0] = {

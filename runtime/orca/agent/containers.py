@@ -223,6 +223,38 @@ def expand_references(text: str, env: Mapping[str, str]) -> str:
     return _REFERENCE.sub(replace, text)
 
 
+def _effective_context(spec: Mapping[str, Any], container: Mapping[str, Any]) -> dict[str, Any]:
+    return {**(spec.get("securityContext") or {}), **(container.get("securityContext") or {})}
+
+
+def non_root_violation(
+    spec: Mapping[str, Any], container: Mapping[str, Any], image_user: str
+) -> str | None:
+    """Why ``runAsNonRoot`` forbids this container, or None; ``image_user`` is the image's
+    configured user (``docker image inspect``'s ``Config.User``, empty for root).
+
+    As the kubelet decides: the container's runAsUser wins over the image; a user name that
+    is not a number cannot be shown not to be root, so it is refused too.
+    """
+    context = _effective_context(spec, container)
+    if not context.get("runAsNonRoot"):
+        return None
+    user = context.get("runAsUser")
+    if user is not None:
+        if int(user) == 0:
+            return "container's runAsUser breaks non-root policy (runAsNonRoot with runAsUser 0)"
+        return None
+    name = image_user.split(":", 1)[0]
+    if name in ("", "root", "0"):
+        return "container has runAsNonRoot and image will run as root"
+    if not name.isdigit():
+        return (
+            f"container has runAsNonRoot and image has non-numeric user ({name}), "
+            "cannot verify user is non-root; set runAsUser to a number"
+        )
+    return None
+
+
 def create_invocation(
     *,
     pod: PodRef,
@@ -288,7 +320,7 @@ def _resource_args(
 def _security_args(spec: Mapping[str, Any], container: Mapping[str, Any]) -> list[str]:
     # Container-level securityContext fields override the pod-level ones.
     pod_context = spec.get("securityContext") or {}
-    context = {**pod_context, **(container.get("securityContext") or {})}
+    context = _effective_context(spec, container)
     args: list[str] = []
     user = context.get("runAsUser")
     group = context.get("runAsGroup")
@@ -304,6 +336,10 @@ def _security_args(spec: Mapping[str, Any], container: Mapping[str, Any]) -> lis
         args += ["--group-add", str(extra)]
     if context.get("readOnlyRootFilesystem"):
         args.append("--read-only")
+    if context.get("allowPrivilegeEscalation") is False:
+        # What the kubelet sets for it: the kernel's no_new_privs, so setuid binaries and
+        # file capabilities grant the process nothing.
+        args += ["--security-opt", "no-new-privileges"]
     if context.get("privileged"):
         args.append("--privileged")
     capabilities = context.get("capabilities") or {}

@@ -109,6 +109,11 @@ class DockerCli:
             == 0
         )
 
+    def image_user(self, image: str) -> str:
+        """The user the image runs as (``USER`` in its Dockerfile); empty means root."""
+        result = self.run(["image", "inspect", "--format", "{{.Config.User}}", image])
+        return result.stdout.strip()
+
     def pull(self, image: str, stop: threading.Event, config_dir: str | None = None) -> None:
         """``docker pull``; a set ``stop`` kills it (a deadline must not wait for a registry).
 

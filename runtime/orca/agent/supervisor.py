@@ -158,6 +158,10 @@ class ContainerSupervisor:
         docker.remove(self.docker_name)
         self._waiting("ContainerCreating")
         try:
+            image_user = docker.image_user(str(self.spec["image"]))
+            refused = containers.non_root_violation(self.ctx.spec, self.spec, image_user)
+            if refused is not None:
+                raise ValueError(refused)
             # The env file lives in a private (0700) directory only until the create.
             with tempfile.TemporaryDirectory(prefix="orca-env-") as private:
                 env_file = os.path.join(private, "env")
