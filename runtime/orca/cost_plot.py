@@ -61,10 +61,11 @@ def write_plot(report: CostReport, path: Path, now: datetime) -> None:
         axes.plot(x, stacked, color=colour, lw=2, marker="o", ms=3, label=label)
     spent_now = stacked[-1] if x else 0.0
 
-    # Holds are commitments against what is left of the month, from now (or its end).
+    # Holds are commitments against what is left of the month, from now to its end.
     held = sum((d.months[0].held_usd for d in report.departments), Decimal(0))
     committed = spent_now + float(held)
-    since = min(max(now, first), after)
+    # A month that has ended (or nearly) still shows its holds, over its last day and a half.
+    since = min(max(now, first), after - timedelta(hours=36))
     if held:
         axes.fill_between(
             [_at(since), _at(after)],

@@ -26,7 +26,7 @@ from orca.cost_report import (
     spent_in,
 )
 from orca.ledger import Ledger
-from orca.ledger_records import PodEntry
+from orca.ledger_records import HoldState, PodEntry
 from tests.fakes.ledger_table import FakeLedgerTable
 
 NOW = datetime(2026, 12, 20, 12, 0, tzinfo=UTC)
@@ -255,7 +255,7 @@ def test_a_pod_across_a_month_boundary_is_one_line_in_a_two_month_period(
 def test_a_minimum_billed_run_of_no_length_belongs_to_its_launch_moment() -> None:
     at = datetime(2026, 12, 5, 10, tzinfo=UTC)
     entry = PodEntry(
-        "2026-12", "u", "ml", "p", "g6e.xlarge", "spot", Decimal(60), "settled",  # type: ignore[arg-type]
+        "2026-12", "u", "ml", "p", "g6e.xlarge", "spot", Decimal(60), HoldState.SETTLED,
         Decimal(0), Decimal(1), Decimal(60), "i-1", at, at,
     )  # fmt: skip
 
@@ -382,7 +382,8 @@ def test_access_denied_names_the_iam_action(physics: Ledger) -> None:
         def month_summary(self, month: str | None = None) -> Any:
             raise denied
 
-    status, _, err = cost(["--department", "physics"], {"physics": Denied()})  # type: ignore[dict-item]
+    readers: dict[str, Any] = {"physics": Denied()}
+    status, _, err = cost(["--department", "physics"], readers)
 
     assert status == 1
     assert "not allowed to read the ledger table 'ledger'" in err
