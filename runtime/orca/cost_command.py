@@ -8,7 +8,8 @@ is an extra imported only then).
 
 Where the ledger is: ``--table``, ``--cluster``, ``--department`` and ``--region``, each
 falling back to the variable the runtime is configured with (``ORCA_LEDGER_TABLE``,
-``ORCA_CLUSTER_NAME``, ``ORCA_DEPARTMENT``, ``ORCA_REGION``; the region then to boto3's
+``ORCA_CLUSTER_NAME``, ``ORCA_DEPARTMENT``, ``ORCA_REGION``; the table then to the
+runtime's ``ORCA_BUDGET__LEDGER_TABLE``, the region to boto3's
 own ``AWS_REGION``/profile). Each department is its own Pulumi stack with its own
 table, so ``--department physics=<table>`` names a department's table where one
 ``--table`` does not fit all. Credentials and the endpoint (``AWS_ENDPOINT_URL``) come
@@ -41,6 +42,9 @@ from orca.cost_report import CostReport, MonthReader, PeriodError, build_report,
 from orca.ledger import Ledger
 
 ENV_TABLE = "ORCA_LEDGER_TABLE"
+# The name the runtime's settings give the same table (BudgetSettings.ledger_table), so a
+# shell that sourced a department's runtime settings needs nothing more.
+ENV_RUNTIME_TABLE = "ORCA_BUDGET__LEDGER_TABLE"
 ENV_CLUSTER = "ORCA_CLUSTER_NAME"
 ENV_DEPARTMENT = "ORCA_DEPARTMENT"
 ENV_REGION = "ORCA_REGION"
@@ -62,7 +66,8 @@ The period is a UTC calendar month (--month, default: the current one) or days
 (--since/--until, --until inclusive); holds and budgets are those of the whole months
 the period touches.
 
-Where it reads (flag, else environment variable): --table/ORCA_LEDGER_TABLE,
+Where it reads (flag, else environment variable): --table/ORCA_LEDGER_TABLE (else
+ORCA_BUDGET__LEDGER_TABLE, as the runtime reads it),
 --cluster/ORCA_CLUSTER_NAME, --department/ORCA_DEPARTMENT, --region/ORCA_REGION (else
 AWS_REGION). AWS credentials come from boto3's usual chain, AWS_ENDPOINT_URL included.
 The caller needs dynamodb:Query on each ledger table.
@@ -211,7 +216,7 @@ def ledger_sources(args: argparse.Namespace, environ: Mapping[str, str]) -> list
         raise UsageError(
             f"no department: pass --department (more than once for several) or set {ENV_DEPARTMENT}"
         )
-    default_table = args.table or environ.get(ENV_TABLE)
+    default_table = args.table or environ.get(ENV_TABLE) or environ.get(ENV_RUNTIME_TABLE)
     sources = []
     for text in named:
         department, _, table = text.partition("=")

@@ -404,3 +404,11 @@ def test_the_plot_of_an_empty_month_is_a_png(physics: Ledger, tmp_path: Path) ->
 
     assert status == 0 and f"wrote the plot of 2026-11 to {path}" in err
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_table_falls_back_to_the_runtimes_budget_setting(physics: Ledger) -> None:
+    environ = {k: v for k, v in ENV.items() if k != "ORCA_LEDGER_TABLE"}
+    environ["ORCA_BUDGET__LEDGER_TABLE"] = "orca-physics-ledger"
+    status, out, _ = cost(["--output", "json"], {"physics": physics}, environ)
+
+    assert status == 0 and json.loads(out)["departments"][0]["table"] == "orca-physics-ledger"
