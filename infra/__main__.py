@@ -146,6 +146,7 @@ settings = pulumi.Output.all(
     status_queue_url=storage.status_queue.url,
     bundle_bucket=storage.bucket.bucket,
     log_group=storage.log_group.name,
+    ledger_table=storage.ledger.name,
     reservation_group_arn=capacity.group_arn,
 ).apply(lambda resolved: runtime_settings(config, **resolved))
 

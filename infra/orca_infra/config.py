@@ -16,7 +16,8 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
-from typing import Annotated, Any
+from decimal import Decimal
+from typing import Annotated, Any, Literal
 
 import pulumi
 from pydantic import (
@@ -59,6 +60,7 @@ _STRUCTURED = (
     "network",
     "capacityReservations",
     "burstNamespaces",
+    "namespaceShares",
 )
 # Secret keys: read as Outputs, checked only for presence so no value reaches a message.
 _SECRET = ("kubeconfig", "kubeletTlsCert", "kubeletTlsKey", "kubeletClientCa")
@@ -76,6 +78,9 @@ _PLAIN = (
     "logRetentionDays",
     "bundleExpiryDays",
     "kubeletTlsSecret",
+    "budgetWhenRefused",
+    "budgetOverLimit",
+    "budgetHardCeilingPercent",
 )
 
 _DEPARTMENT = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
@@ -121,6 +126,14 @@ class StackConfig(FrozenModel):
     region: str = Field(pattern=r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
     department: str
     budget: int = Field(gt=0, description="USD per month")
+    # The runtime holds the budget before every launch (its cost ledger); these say how.
+    # A namespace's share is a percentage of the budget, so it follows the budget.
+    namespace_shares: dict[str, Decimal] = Field(default_factory=dict, alias="namespaceShares")
+    budget_when_refused: Literal["wait", "fail"] = Field(default="wait", alias="budgetWhenRefused")
+    budget_over_limit: Literal["finish", "stop"] = Field(default="finish", alias="budgetOverLimit")
+    budget_hard_ceiling_percent: int = Field(
+        default=10, alias="budgetHardCeilingPercent", ge=0, le=1000
+    )
     # A tag value on every resource and instance: at most 256 characters of the tag alphabet.
     cost_center: str | None = Field(
         default=None, alias="costCenter", max_length=256, pattern=_TAG_VALUE
@@ -197,6 +210,19 @@ class StackConfig(FrozenModel):
         bad = [n for n in value if not re.match(_DNS_LABEL, n)]
         if bad or len(set(value)) != len(value):
             raise ValueError(f"expected distinct namespace names (DNS labels), got {value}")
+        return value
+
+    @field_validator("namespace_shares")
+    @classmethod
+    def _shares_are_percentages_of_namespaces(cls, value: dict[str, Decimal]) -> dict[str, Decimal]:
+        bad = [n for n in value if not re.match(_DNS_LABEL, n)]
+        if bad:
+            raise ValueError(f"not namespace names: {', '.join(bad)}")
+        out = [f"{n}={p}" for n, p in value.items() if not Decimal(0) < p <= 100]
+        if out:
+            raise ValueError(
+                "shares are percentages of the budget, above 0 and at most 100: " + ", ".join(out)
+            )
         return value
 
     @field_validator("kubelet_tls_secret")

@@ -5,7 +5,10 @@ be checked on its own. The runtime's policy is the one that matters: it lets the
 launch only from this stack's launch templates into this stack's subnets, create only
 instances, volumes and interfaces tagged with this department, terminate and tag only
 instances already tagged with it, and pass only the instance role. ``ec2:Describe*`` cannot
-be scoped to resources (EC2 has no resource-level permissions for it), so it is on ``*``.
+be scoped to resources (EC2 has no resource-level permissions for it), so it is on ``*``; nor
+can the two price reads admission makes, ``pricing:GetProducts`` (the Price List API) and
+``ec2:DescribeSpotPriceHistory`` (named on its own, though ``Describe*`` covers it, so that
+narrowing ``Describe*`` later cannot take spot prices away).
 
 Launches must also name an allowed instance type, create network interfaces without a
 public address (``ec2:AssociatePublicIpAddress``, a condition key of RunInstances on
@@ -184,6 +187,14 @@ def runtime_policy(scope: RuntimeScope) -> Document:
             "Sid": "DescribeCannotBeScoped",
             "Effect": "Allow",
             "Action": "ec2:Describe*",
+            "Resource": "*",
+        },
+        {
+            # Admission prices a pod before it launches: on-demand rates from the Price List
+            # API and spot prices per zone. Neither action has a resource to scope it to.
+            "Sid": "PricesCannotBeScoped",
+            "Effect": "Allow",
+            "Action": ["pricing:GetProducts", "ec2:DescribeSpotPriceHistory"],
             "Resource": "*",
         },
         {

@@ -32,6 +32,7 @@ def runtime_settings(
     status_queue_url: str,
     bundle_bucket: str,
     log_group: str,
+    ledger_table: str,
     reservation_group_arn: str | None = None,
 ) -> dict[str, str]:
     """The ``ORCA_*`` environment of the runtime for this stack."""
@@ -55,6 +56,15 @@ def runtime_settings(
         # One image serves the runtime and the agent, which the instances' bootstrap runs
         # from it: the ECS-optimized AMIs have no Python the agent can run on.
         "ORCA_AGENT_IMAGE": config.runtime_image,
+        # The budget the runtime holds before every launch, in the stack's cost ledger.
+        "ORCA_BUDGET__LEDGER_TABLE": ledger_table,
+        "ORCA_BUDGET__MONTHLY_USD": str(config.budget),
+        "ORCA_BUDGET__NAMESPACE_SHARES": json.dumps(
+            {name: str(share) for name, share in config.namespace_shares.items()}, sort_keys=True
+        ),
+        "ORCA_BUDGET__WHEN_REFUSED": config.budget_when_refused,
+        "ORCA_BUDGET__OVER_LIMIT": config.budget_over_limit,
+        "ORCA_BUDGET__HARD_CEILING_PERCENT": str(config.budget_hard_ceiling_percent),
     }
     if config.cost_center:
         settings["ORCA_COST_CENTER"] = config.cost_center

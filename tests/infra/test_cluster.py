@@ -65,6 +65,38 @@ def test_generated_settings_are_accepted_by_the_runtime(
     assert settings.log_group == example.outputs["logGroup"]
 
 
+def test_the_runtime_holds_the_stack_budget_in_the_stack_ledger(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    run = run_stack(
+        physics_with(
+            namespaceShares={"default": 40},
+            budgetWhenRefused="fail",
+            budgetOverLimit="stop",
+            budgetHardCeilingPercent="5",
+        )
+    )
+    settings = _load_generated_settings(run, monkeypatch, tmp_path)
+
+    budget = settings.budget
+    assert budget is not None
+    assert budget.ledger_table == run.outputs["ledgerTable"]
+    assert budget.monthly_usd == 100000
+    assert budget.namespace_limit_usd("default") == 40000
+    assert (budget.when_refused, budget.over_limit) == ("fail", "stop")
+    assert budget.hard_ceiling_usd == 105000
+
+
+def test_by_default_refused_pods_wait_and_running_pods_finish(
+    example: StackRun, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    budget = _load_generated_settings(example, monkeypatch, tmp_path).budget
+
+    assert budget is not None
+    assert (budget.when_refused, budget.over_limit) == ("wait", "finish")
+    assert budget.namespace_shares == {}
+
+
 def test_instances_run_their_agent_from_the_runtime_image(
     example: StackRun, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

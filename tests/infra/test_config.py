@@ -56,6 +56,16 @@ def refused(config: dict[str, Any]) -> str:
         ({"burstNamespaces": ["Physics Lab"]}, "orca:burstNamespaces", "DNS labels"),
         ({"kubeletTlsSecret": "Kubelet_TLS"}, "orca:kubeletTlsSecret", "DNS subdomain"),
         ({"runtimeImage": "Registry/ORCA runtime"}, "orca:runtimeImage", "pattern"),
+        ({"namespaceShares": {"genomics": 140}}, "orca:namespaceShares", "percentages"),
+        ({"namespaceShares": {"Gen Omics": 10}}, "orca:namespaceShares", "not namespace"),
+        ({"namespaceShares": "[40]"}, "orca:namespaceShares", "valid dictionary"),
+        ({"budgetWhenRefused": "queue"}, "orca:budgetWhenRefused", "'wait' or 'fail'"),
+        ({"budgetOverLimit": "kill"}, "orca:budgetOverLimit", "'finish' or 'stop'"),
+        (
+            {"budgetHardCeilingPercent": "-1"},
+            "orca:budgetHardCeilingPercent",
+            "greater than or equal to 0",
+        ),
     ],
 )
 def test_bad_value_fails_naming_the_key_and_reason(

@@ -155,7 +155,7 @@ def test_runtime_passes_only_the_instance_role_and_describe_is_its_only_wildcard
     instance_role = next(r for r in physics.of_type("aws:iam/role:Role") if "instance" in r.name)
     assert _statement(policy, "PassOnlyTheInstanceRole")["Resource"] == instance_role.outputs["arn"]
     unscoped = [s["Sid"] for s in policy["Statement"] if s["Resource"] == "*"]
-    assert unscoped == ["DescribeCannotBeScoped"]
+    assert unscoped == ["DescribeCannotBeScoped", "PricesCannotBeScoped"]
     assert _statement(policy, "WriteAndDeletePodBundles")["Resource"].endswith("/bundles/*")
     listing = _statement(policy, "ListPodBundles")
     assert listing["Condition"] == {"StringLike": {"s3:prefix": "bundles/*"}}
@@ -242,3 +242,12 @@ def test_runtime_writes_only_its_own_heartbeat_and_instances_only_read_it(
             heartbeat,
         }
     assert not any("s3:PutObject" in json.dumps(s["Action"]) for s in instance["Statement"])
+
+
+def test_runtime_reads_prices_and_nothing_else_unscoped(physics: StackRun) -> None:
+    policy = _policy(physics, "aws:iam/rolePolicy:RolePolicy", "runtime")
+    prices = _statement(policy, "PricesCannotBeScoped")
+    assert prices["Action"] == ["pricing:GetProducts", "ec2:DescribeSpotPriceHistory"]
+    assert "Condition" not in prices
+    ledger = _statement(policy, "KeepTheCostLedger")
+    assert ledger["Resource"] == physics.one("aws:dynamodb/table:Table").outputs["arn"]
