@@ -537,12 +537,11 @@ class Reconciler:
     def _record_instance(self, pod: Pod, instance: Instance) -> None:
         price = self.admission.launched(pod, instance) if self.admission else None
         annotations: dict[str, str | None] = {tags.INSTANCE_ID_ANNOTATION: instance.instance_id}
-        launched = f"Launched {_describe(instance)}"
+        # The billed price goes on the pod; the Launching Event named the held one.
         if price is not None:
             annotations[tags.PRICE_ANNOTATION] = str(usd(price))
-            launched += f" at {hourly_rate(price)}"
         pod = self._annotate(pod, annotations)
-        self.events.normal(pod, "Launched", launched)
+        self.events.normal(pod, "Launched", f"Launched {_describe(instance)}")
         self._set_status(
             pod,
             pod_status.pending_status(

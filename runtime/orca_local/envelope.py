@@ -2,7 +2,8 @@
 
 The runtime needs an envelope to exist before it can launch anything: private
 subnets in two zones, a security group, launch templates per architecture, the
-status queue, the bundle bucket and the log group. In a real account ``pulumi up``
+status queue, the bundle bucket, the log group and the cost ledger table (with the
+monthly budget the runtime holds in it). In a real account ``pulumi up``
 (``infra/``) creates them; for the demo and the tests :func:`create_envelope`
 creates the same resources, with the same settings where moto keeps them, in the
 local AWS. It is idempotent: every resource is found by its name (and ORCA's
@@ -32,6 +33,9 @@ VPC_CIDR = "10.64.0.0/16"
 SUBNET_CIDRS = ("10.64.0.0/20", "10.64.16.0/20")
 ROOT_DEVICE = "/dev/xvda"
 LOG_RETENTION_DAYS = 30
+# The local department's monthly budget: enough for the demo's pods, whose lifetimes
+# (their bound cost) are minutes to a day of p5, c7i and g6e instances.
+DEFAULT_BUDGET_USD = 5000
 
 # The public SSM parameters of the ECS-optimized Amazon Linux 2023 AMIs, which ship a
 # container runtime (and, for the GPU variant, the NVIDIA driver and container toolkit).
@@ -58,6 +62,8 @@ class Envelope:
     subnet_zones: dict[str, str] = field(default_factory=dict)  # subnet id -> zone
     cluster: str = ""
     department: str = ""
+    ledger_table: str = ""
+    budget_usd: int = DEFAULT_BUDGET_USD
 
     def settings_environment(self) -> dict[str, str]:
         """The ``ORCA_*`` variables a runtime needs for this envelope (as the Pulumi
@@ -72,10 +78,19 @@ class Envelope:
             "ORCA_STATUS_QUEUE_URL": self.status_queue_url,
             "ORCA_BUNDLE_BUCKET": self.bundle_bucket,
             "ORCA_LOG_GROUP": self.log_group,
+            "ORCA_BUDGET__LEDGER_TABLE": self.ledger_table,
+            "ORCA_BUDGET__MONTHLY_USD": str(self.budget_usd),
         }
 
 
-def create_envelope(clients: AwsClients, *, department: str, cluster: str, region: str) -> Envelope:
+def create_envelope(
+    clients: AwsClients,
+    *,
+    department: str,
+    cluster: str,
+    region: str,
+    budget_usd: int = DEFAULT_BUDGET_USD,
+) -> Envelope:
     """Create (or find) a department's envelope in the local AWS."""
     prefix = f"orca-{cluster}-{department}"
     tags = {CLUSTER: cluster, DEPARTMENT: department, MANAGED_BY: MANAGED_BY_VALUE}
@@ -102,6 +117,8 @@ def create_envelope(clients: AwsClients, *, department: str, cluster: str, regio
         subnet_zones=subnets,
         cluster=cluster,
         department=department,
+        ledger_table=_ledger_table(clients.client("dynamodb"), f"{prefix}-ledger", tags),
+        budget_usd=budget_usd,
     )
     log.info("envelope of %s/%s ready in %s: vpc %s", cluster, department, region, vpc_id)
     return envelope
@@ -292,6 +309,32 @@ def _log_group(logs: Any, name: str, tags: dict[str, str]) -> str:
             raise
     with aws_call(f"setting the retention of log group {name}"):
         logs.put_retention_policy(logGroupName=name, retentionInDays=LOG_RETENTION_DAYS)
+    return name
+
+
+def _ledger_table(dynamodb: Any, name: str, tags: dict[str, str]) -> str:
+    """The cost ledger: the key schema of infra/orca_infra/storage.py (pk and sk, strings)."""
+    try:
+        with aws_call(f"looking for table {name}"):
+            dynamodb.describe_table(TableName=name)
+        return name
+    except NotFoundError:
+        pass
+    with aws_call(f"creating table {name}"):
+        dynamodb.create_table(
+            TableName=name,
+            BillingMode="PAY_PER_REQUEST",
+            KeySchema=[
+                {"AttributeName": "pk", "KeyType": "HASH"},
+                {"AttributeName": "sk", "KeyType": "RANGE"},
+            ],
+            AttributeDefinitions=[
+                {"AttributeName": "pk", "AttributeType": "S"},
+                {"AttributeName": "sk", "AttributeType": "S"},
+            ],
+            Tags=[{"Key": k, "Value": v} for k, v in tags.items()],
+        )
+        dynamodb.get_waiter("table_exists").wait(TableName=name)
     return name
 
 

@@ -24,7 +24,7 @@ from orca.aws.clients import AwsClients
 from orca.aws.ec2 import Ec2
 from orca.aws.model import Instance
 from orca.runtime import Runtime, build_runtime
-from orca.settings import Settings
+from orca.settings import BudgetSettings, Settings
 from orca_local.envelope import Envelope, create_envelope
 from orca_local.instances import InstanceEmulator
 from orca_local.kube_api import KubeApiServer, write_kubeconfig
@@ -172,6 +172,12 @@ def burst(local_aws: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> It
             report_poll_seconds=1,
             capacity_retry_seconds=1,
             health_port=0,
+            budget=BudgetSettings(
+                ledger_table=envelope.ledger_table,
+                monthly_usd=envelope.budget_usd,
+                retry_seconds=5,
+                check_seconds=1,
+            ),
         )
         configuration = client.Configuration()
         configuration.host = kube.url
