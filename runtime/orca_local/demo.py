@@ -9,7 +9,8 @@ agent, and the pods' containers under Docker, for each instance the runtime
 starts); applies the pods in ``examples/`` with kubectl; follows them to the
 end; prints each pod's outcome, its instance's final state and its log (read
 with ``kubectl logs``, which the emulator proxies to the runtime's kubelet API,
-which reads CloudWatch Logs); deletes the pods and stops everything. It exits
+which reads CloudWatch Logs); deletes the pods; prints what each pod cost and what
+is left of the month's budget, from the runtime's cost ledger; and stops everything. It exits
 non-zero if any pod did not end as expected or any instance was left running.
 
 With ``--kubeconfig`` the pods go to that cluster and its scheduler instead of
@@ -30,6 +31,7 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,8 @@ from orca.aws.clients import AwsClients
 from orca.aws.ec2 import Ec2, instance_from_api
 from orca.aws.logs import ContainerLogs, stream_name
 from orca.kube.client import api_client
+from orca.ledger import Ledger
+from orca.ledger_records import HoldState, cents
 from orca_local import services
 from orca_local.binder import Binder
 from orca_local.certificates import KubeletPki, create_kubelet_pki
@@ -180,6 +184,7 @@ class Demo:
             outcome = self._follow(core, pods)
             report = self._report(kubeconfig, aws, envelope, pods, outcome)
             self._delete_pods(kubeconfig, core, pods)
+            self._costs(aws, envelope, outcome)
             leaked = self._leaked_instances(aws)
             if leaked:
                 self.console.print(f"[red]Instances still running: {', '.join(leaked)}[/]")
@@ -337,6 +342,49 @@ class Demo:
                 kubeconfig, "delete", "pod", name, "-n", namespace, "--wait=true", "--timeout=60s"
             )
         self.console.print(f"[bold]Deleted[/] {len(pods)} pods")
+
+    def _costs(self, aws: AwsClients, envelope: Envelope, outcome: dict[str, Any]) -> None:
+        """What each pod cost and what is left of the budget, as the ledger has them."""
+        ledger = Ledger.on(aws, envelope.ledger_table, cluster=CLUSTER, department=DEPARTMENT)
+        uids = {key: pod["metadata"]["uid"] for key, pod in outcome.items() if pod is not None}
+        # The runtime settles each pod once its instance is gone, a resync or two after.
+        deadline = time.monotonic() + 30
+        records = {key: ledger.find(uid) for key, uid in uids.items()}
+        while time.monotonic() < deadline and any(
+            r is not None and r.state is HoldState.HELD for r in records.values()
+        ):
+            time.sleep(0.5)
+            records = {key: ledger.find(uid) for key, uid in uids.items()}
+
+        table = Table(title="Cost")
+        for column in ("pod", "type", "market", "price/h", "ran", "cost", "ledger"):
+            table.add_column(column)
+        for key, record in records.items():
+            if record is None:
+                table.add_row(key, "-", "-", "-", "-", "-", "no record")
+                continue
+            rate = record.settled_usd_per_hour or record.usd_per_hour
+            ran = "-"
+            if record.launched_at and record.ended_at:
+                ran = f"{(record.ended_at - record.launched_at).total_seconds():.0f} s"
+            table.add_row(
+                key,
+                record.instance_type,
+                record.market,
+                f"${rate.normalize():f}",
+                ran,
+                cents(record.cost_usd) if record.cost_usd is not None else "-",
+                record.state.value,
+            )
+        self.console.print(table)
+        summary = ledger.month_summary()
+        budget = Decimal(envelope.budget_usd)
+        left = budget - summary.committed_usd
+        self.console.print(
+            f"[bold]Budget[/] of {DEPARTMENT} for {summary.month}: spent "
+            f"{cents(summary.spent_usd)}, held {cents(summary.held_usd)}, "
+            f"{cents(max(left, Decimal(0)))} left of {cents(budget)}"
+        )
 
     def _leaked_instances(self, aws: AwsClients) -> list[str]:
         deadline = time.monotonic() + 30
