@@ -26,8 +26,8 @@ fails before the unit takes over): a container cannot power its host off, so the
 runner tells the agent, with :data:`POWEROFF_BY_BOOTSTRAP_VAR`, that it does so after.
 
 The pod's containers share the host's network too, where the hop limit does not
-keep them from IMDS and so from the instance role's credentials (which read every
-log stream and report of the department, and its images). Before the agent starts,
+keep them from IMDS and so from the instance role's credentials (which write every
+log stream and report of the department and pull its account's images). Before the agent starts,
 the runner installs a metadata guard (:func:`render_metadata_guard`): the agent
 puts every pod container in the cgroup :data:`POD_SLICE`, and an iptables rule
 matching that cgroup (cgroup v2, as on AL2023) rejects its packets to IMDS. A
@@ -55,6 +55,10 @@ from pydantic.alias_generators import to_camel
 from orca.registry_auth import IMAGE_REFERENCE, ecr_registry, image_registry
 
 USER_DATA_LIMIT_BYTES = 16 * 1024
+# How long past its deadline an instance may live, which the budget holds: the agent stops
+# the pod at the deadline, the runtime ends the instance by then, and the power-off the
+# bootstrap schedules at boot ends it by then too, whatever hangs.
+DEADLINE_GRACE = timedelta(minutes=2)
 # Set in the agent's container: the bootstrap powers the instance off once the agent exits.
 POWEROFF_BY_BOOTSTRAP_VAR = "ORCA_AGENT_POWEROFF_BY_BOOTSTRAP"
 AGENT_CONTAINER = "orca-agent"
@@ -115,6 +119,14 @@ root=${{ORCA_BOOTSTRAP_ROOT:-}}
 # Until the agent's unit has taken over, any failure powers off into terminate.
 trap 'echo "orca-bootstrap: powering off" >&2; shutdown -h now' EXIT
 install -d -m 0700 "$root/etc/orca" "$root/run/orca"
+# A power-off that needs no agent, at the deadline and its grace ({stop_at_text}):
+# systemd's shutdown schedules it and returns; a later power-off replaces it.
+if [ -d "$root/run/systemd/system" ]; then
+  minutes=$(( ({stop_at} - $(date +%s)) / 60 ))
+  shutdown -h "+$(( minutes > 0 ? minutes : 0 ))" "ORCA: past the pod's deadline"
+else
+  echo "orca-bootstrap: no systemd to schedule a power-off; the agent keeps the deadline" >&2
+fi
 cat > "$root/etc/orca/agent.json" {begin}
 {config}
 {end}
@@ -191,19 +203,30 @@ _GUARD = """#!/bin/bash
 # limit, so IMDS is refused to their cgroup; the agent and the host's services keep it.
 set -euo pipefail
 root=${{ORCA_BOOTSTRAP_ROOT:-}}
+cgroup2=$(awk '$3 == "cgroup2" {{print $2; exit}}' /proc/mounts)
+if [ -z "$cgroup2" ]; then
+  echo "orca-guard: no cgroup2 hierarchy, so no rule can keep pods from IMDS" >&2
+  exit 1
+fi
 # The rule names the cgroup, so it must exist first.
 if [ -d "$root/run/systemd/system" ]; then
   systemctl start {slice}
 else
-  cgroup2=$(awk '$3 == "cgroup2" {{print $2; exit}}' /proc/mounts)
-  if [ -z "$cgroup2" ]; then
-    echo "orca-guard: no cgroup2 hierarchy, so no rule can keep pods from IMDS" >&2
-    exit 1
-  fi
   mkdir -p "$cgroup2/{slice}"
 fi
 rule=(OUTPUT -d {address} -m cgroup --path {slice} -m comment --comment orca-imds-guard -j REJECT)
 iptables -w -C "${{rule[@]}}" 2>/dev/null || iptables -w -I "${{rule[@]}}"
+# Proof, not faith: from a cgroup inside the slice, IMDS must refuse a connection at once.
+probe="$root$cgroup2/{slice}/orca-guard-probe"
+mkdir -p "$probe"
+answered=0
+timeout 5 bash -c 'echo $$ > "$1/cgroup.procs" && exec 3<>/dev/tcp/{address}/80' _ "$probe" \
+  2>/dev/null && answered=1
+rmdir "$probe" 2>/dev/null || true
+if [ "$answered" = 1 ]; then
+  echo "orca-guard: {address} still answers from {slice}; the rule does not hold" >&2
+  exit 1
+fi
 echo "orca-guard: containers in {slice} are refused {address}" >&2
 """
 
@@ -239,6 +262,8 @@ def render_user_data(config: AgentConfig) -> str:
         unit=AGENT_UNIT,
         slice=POD_SLICE,
         guard=render_metadata_guard(),
+        stop_at=int((config.deadline + DEADLINE_GRACE).timestamp()),
+        stop_at_text=(config.deadline + DEADLINE_GRACE).strftime("%Y-%m-%dT%H:%M:%SZ"),
     )
     size = len(script.encode())
     if size > USER_DATA_LIMIT_BYTES:

@@ -38,6 +38,7 @@ from orca.aws.ec2 import Ec2
 from orca.aws.errors import AuthError, BadRequestError, CapacityError, NotFoundError, QuotaError
 from orca.aws.model import Instance
 from orca.aws.queue import StatusQueue
+from orca.bootstrap import DEADLINE_GRACE
 from orca.bundle import MissingReference, PodBundle, build_bundle
 from orca.catalog import Catalog
 from orca.contract import ContractError, LaunchSpec, resolve_launch
@@ -56,8 +57,6 @@ from orca.workqueue import WorkQueue
 log = logging.getLogger(__name__)
 
 TERMINAL_PHASES = ("Succeeded", "Failed")
-# The agent stops the pod at its deadline; the runtime steps in if it has not.
-DEADLINE_GRACE = timedelta(minutes=2)
 MISSING_REFERENCE_RETRY_SECONDS = 10.0
 QUOTA_RETRY_SECONDS = 300.0
 # An agent sends its final report just before it powers off; the report may reach
@@ -582,6 +581,7 @@ class Reconciler:
             self._ended_seen.setdefault(uid, first_seen)
             self._instance_lost(pod, instance_id, instance)
             return
+        # The agent stops the pod at its deadline; the runtime steps in if it has not.
         deadline = (pod["metadata"].get("annotations") or {}).get(tags.DEADLINE_ANNOTATION)
         if deadline and self.clock() > _parse_time(deadline) + DEADLINE_GRACE:
             message = f"The pod passed its deadline {deadline}; terminating {instance_id}"

@@ -53,8 +53,8 @@ def docker_run_argv(script: str) -> list[str]:
 def test_user_data_stays_far_below_ec2s_limit_even_with_long_names() -> None:
     script = render_user_data(agent_config())
 
-    # EC2 allows 16 KB; staying near a third of it leaves room for what comes later.
-    assert len(script.encode()) < 6 * 1024
+    # EC2 allows 16 KB; staying under half of it leaves room for what comes later.
+    assert len(script.encode()) < 8 * 1024
 
 
 def test_user_data_holds_the_agent_settings_and_nothing_secret() -> None:

@@ -1,13 +1,14 @@
 """The user data bootstrap run with bash, as cloud-init runs it, with stand-in commands.
 
-``docker``, ``aws``, ``orca``, ``shutdown``, ``sleep``, ``systemctl``, ``iptables`` and
-``mkdir`` are small scripts on a PATH that holds nothing else but ``install``, ``cat`` and
-``awk``; each records its arguments (and ``docker login`` its standard input) in one log.
-The ``systemctl`` stand-in starts a unit as systemd would, by running its ``ExecStart``
-(here in the foreground). ``ORCA_BOOTSTRAP_ROOT`` puts the files the script writes under a
-scratch directory. Whatever the agent does, the last thing that happens must be the
-power-off. The metadata guard's rule itself is tried on this machine's kernel in
-``tests/integration/test_metadata_guard.py``.
+``docker``, ``aws``, ``orca``, ``shutdown``, ``sleep``, ``systemctl``, ``iptables``,
+``mkdir`` and ``timeout`` are small scripts on a PATH that holds nothing else but
+``install``, ``cat``, ``basename``, ``awk`` and ``date``; each records its arguments (and
+``docker login`` its standard input) in one log. The ``systemctl`` stand-in starts a unit
+as systemd would, by running its ``ExecStart`` (here in the foreground), and the fixture
+makes ``/run/systemd/system`` under the scratch root when it is there.
+``ORCA_BOOTSTRAP_ROOT`` puts the files the script writes under that root. Whatever the
+agent does, the last thing that happens must be the power-off. The metadata guard's rule
+and its probe are tried on this machine's kernel in ``tests/integration/test_metadata_guard.py``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -30,9 +32,11 @@ RULE = [
     *("OUTPUT", "-d", "169.254.169.254", "-m", "cgroup", "--path", "orcapods.slice"),
     *("-m", "comment", "--comment", "orca-imds-guard", "-j", "REJECT"),
 ]
-# The guard without systemd: the pods' cgroup made, the rule looked for, then inserted.
-GUARD = [["mkdir", "-p"], ["iptables", "-w"], ["iptables", "-w"]]
-COMMANDS = ("docker", "aws", "shutdown", "sleep", "iptables", "mkdir")
+# The guard without systemd: the pods' cgroup made, the rule looked for, then inserted,
+# then proven by a probe from a cgroup inside the slice.
+GUARD = [["mkdir", "-p"], ["iptables", "-w"], ["iptables", "-w"], ["mkdir", "-p"], ["timeout", "5"]]
+COMMANDS = ("docker", "aws", "shutdown", "sleep", "iptables", "mkdir", "timeout")
+HOUR = timedelta(hours=1)
 
 # Each stand-in appends one JSON line: its name, its arguments, and what it was given.
 _RECORDER = """#!/bin/bash
@@ -49,6 +53,8 @@ case "$name $1" in
   "docker pull") exit "${FAKE_PULL_STATUS:-0}" ;;
   "docker run") exit "${FAKE_RUN_STATUS:-0}" ;;
   "orca agent") exit "${FAKE_ORCA_STATUS:-0}" ;;
+  # From the pods' cgroup, IMDS refuses the guard's probe unless told otherwise.
+  "timeout 5") exit "${FAKE_PROBE_STATUS:-1}" ;;
   # The guard's rule is not there until inserted; -C answers 1 for a missing rule.
   "iptables -w")
     if [ "$2" = "-C" ]; then exit "${FAKE_RULE_PRESENT_STATUS:-1}"; fi
@@ -94,7 +100,7 @@ def boot(tmp_path: Path):  # type: ignore[no-untyped-def]
             (bin_dir / name).write_text(_RECORDER)
             (bin_dir / name).chmod(0o755)
         # The only real commands the script may reach: nothing that could power this off.
-        for name in ("install", "cat", "basename", "awk"):
+        for name in ("install", "cat", "basename", "awk", "date"):
             real = shutil.which(name)
             assert real is not None
             (bin_dir / name).symlink_to(real)
@@ -257,6 +263,7 @@ def test_under_systemd_the_agent_runs_as_a_unit_after_docker_started_without_blo
     # docker.service waits for cloud-init, which waits for the user data: starting the agent
     # and waiting for it there would never end.
     assert result.status == 0, result.stderr
+    assert result.argvs[0][:2] == ["shutdown", "-h"]  # the deadline's backstop, first
     assert result.ran("systemctl") == [
         ["systemctl", "daemon-reload"],
         ["systemctl", "start", "--no-block", "orca-agent.service"],
@@ -268,10 +275,12 @@ def test_under_systemd_the_agent_runs_as_a_unit_after_docker_started_without_blo
     assert f"ExecStart=/bin/bash {result.root}/etc/orca/run-agent.sh" in unit
     # The unit, not the user data, ran the agent and then powered off, exactly once; under
     # systemd the pods' cgroup is a slice that systemd makes.
-    assert [argv[:2] for argv in result.argvs[2:]] == [
+    assert [argv[:2] for argv in result.argvs[3:]] == [
         ["systemctl", "start"],
         ["iptables", "-w"],
         ["iptables", "-w"],
+        ["mkdir", "-p"],
+        ["timeout", "5"],
         ["aws", "ecr"],
         ["docker", "login"],
         ["docker", "pull"],
@@ -287,7 +296,7 @@ def test_under_systemd_a_failing_agent_still_powers_off(
 
     result = boot(agent_config(), commands=commands, run_status=137)
 
-    assert result.ran("shutdown") == [POWER_OFF]
+    assert result.ran(*POWER_OFF) == [POWER_OFF]
     assert result.argvs[-1] == POWER_OFF
     assert "the agent exited with status 137" in result.stderr
 
@@ -303,12 +312,16 @@ def test_the_metadata_guard_is_in_place_before_the_agent_starts(
     result = boot(agent_config())
 
     assert result.status == 0, result.stderr
-    assert result.argvs[:3] == [
-        ["mkdir", "-p", f"{_cgroup2_mount()}/orcapods.slice"],
+    slice_dir = f"{_cgroup2_mount()}/orcapods.slice"
+    assert result.argvs[:4] == [
+        ["mkdir", "-p", slice_dir],
         ["iptables", "-w", "-C", *RULE],
         ["iptables", "-w", "-I", *RULE],
+        ["mkdir", "-p", f"{result.root}{slice_dir}/orca-guard-probe"],
     ]
-    assert result.argvs[3][:2] == ["aws", "ecr"]
+    [probe] = result.ran("timeout")
+    assert probe[:3] == ["timeout", "5", "bash"] and "/dev/tcp/169.254.169.254/80" in probe[4]
+    assert result.argvs[5][:2] == ["aws", "ecr"]
     assert "containers in orcapods.slice are refused 169.254.169.254" in result.stderr
 
 
@@ -332,5 +345,41 @@ def test_without_the_guard_no_pod_runs_and_the_instance_powers_off(
 
     assert result.ran("docker", "run") == [] and result.ran("aws") == []
     assert result.argvs[-1] == POWER_OFF
-    assert result.ran("shutdown") == [POWER_OFF]
+    assert result.ran(*POWER_OFF) == [POWER_OFF]
     assert "the metadata guard could not be installed; not running the pod" in result.stderr
+
+
+def test_a_guard_whose_probe_still_reaches_imds_runs_no_pod(
+    boot,  # type: ignore[no-untyped-def]
+) -> None:
+    result = boot(agent_config(), probe_status=0)
+
+    assert result.ran("docker", "run") == []
+    assert result.argvs[-1] == POWER_OFF
+    assert "169.254.169.254 still answers from orcapods.slice" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("deadline_in", "minutes"), [(timedelta(hours=1), (61, 62)), (-HOUR, (0,))]
+)
+def test_under_systemd_the_power_off_is_scheduled_at_the_deadline_and_its_grace(
+    boot,  # type: ignore[no-untyped-def]
+    deadline_in: timedelta,
+    minutes: tuple[int, ...],
+) -> None:
+    deadline = (datetime.now(UTC) + deadline_in).replace(microsecond=0)
+
+    result = boot(agent_config(deadline=deadline), commands=(*COMMANDS, "systemctl"))
+
+    [backstop, *rest] = result.ran("shutdown")
+    assert backstop[:2] == ["shutdown", "-h"] and int(backstop[2].lstrip("+")) in minutes
+    assert rest == [POWER_OFF]
+
+
+def test_without_systemd_no_power_off_is_scheduled_and_the_log_says_so(
+    boot,  # type: ignore[no-untyped-def]
+) -> None:
+    result = boot(agent_config())
+
+    assert result.ran("shutdown") == [POWER_OFF]
+    assert "no systemd to schedule a power-off; the agent keeps the deadline" in result.stderr

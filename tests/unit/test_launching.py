@@ -68,7 +68,7 @@ def test_readme_gpu_pod_launch_request_carries_tags_template_and_spot() -> None:
     agent = parse_user_data(request.user_data)
     assert agent.pod_uid == p["metadata"]["uid"]
     assert agent.deadline == DEADLINE
-    assert len(request.user_data.encode()) < 6 * 1024
+    assert len(request.user_data.encode()) < 8 * 1024
 
 
 def test_user_data_of_a_pod_with_a_secret_holds_no_secret() -> None:
