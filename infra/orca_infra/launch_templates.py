@@ -6,8 +6,10 @@ is deployed (the GPU image ships the NVIDIA driver and container toolkit). The r
 chooses the instance type, subnet and user data at launch; everything that must hold for
 every burst instance is fixed here:
 
-- IMDSv2 only, hop limit 1: containers sit one network hop further than the host, so they
-  cannot reach the instance role's credentials;
+- IMDSv2 only, hop limit 1, and IMDS over IPv6 off: a container with a network namespace
+  of its own sits one hop further than the host and gets no token. The pod's containers
+  share the host's network, so the bootstrap's metadata guard keeps them from IMDS with a
+  firewall rule on their cgroup (see ``orca.bootstrap``);
 - an encrypted gp3 root volume that goes with the instance;
 - shutdown from inside terminates, so a powered-off instance costs nothing;
 - tag specifications for the instance, its volumes and its network interfaces with the
@@ -73,6 +75,8 @@ class LaunchTemplates(pulumi.ComponentResource):
                     "http_endpoint": "enabled",
                     "http_tokens": "required",
                     "http_put_response_hop_limit": 1,
+                    # The metadata guard's rule covers IMDS's IPv4 address only.
+                    "http_protocol_ipv6": "disabled",
                     "instance_metadata_tags": "disabled",
                 },
                 block_device_mappings=[

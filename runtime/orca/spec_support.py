@@ -43,6 +43,10 @@ DOCKER_DEFAULT_CAPABILITIES = frozenset(
         "SYS_CHROOT",
     }
 )
+# Pod containers share the host's network, where a raw packet socket (NET_RAW) can reach
+# instance metadata around the metadata guard's iptables rule, so the agent drops it
+# (as Kubernetes' restricted pod security standard does) and adding it is a privilege.
+WITHOUT_PRIVILEGE = DOCKER_DEFAULT_CAPABILITIES - {"NET_RAW"}
 _VOLUME_ADVICE = (
     "emptyDir for scratch space, configMap, secret, downwardAPI or projected volumes; "
     "copy datasets in from S3 in an init container"
@@ -176,12 +180,12 @@ def _privilege(spec: Mapping[str, Any], department: str) -> Iterator[Rejection]:
                     _PRIVILEGE_ADVICE,
                 )
             added = (context.get("capabilities") or {}).get("add") or []
-            extra = [c for c in added if capability_name(str(c)) not in DOCKER_DEFAULT_CAPABILITIES]
+            extra = [c for c in added if capability_name(str(c)) not in WITHOUT_PRIVILEGE]
             if extra:
                 yield _refuse(
                     f"{field}.capabilities.add",
                     ", ".join(str(c) for c in extra),
                     f"container {name!r}: the {department} department does not allow "
-                    "capabilities beyond Docker's defaults on its instances",
+                    "capabilities beyond Docker's defaults, nor NET_RAW, on its instances",
                     _PRIVILEGE_ADVICE,
                 )

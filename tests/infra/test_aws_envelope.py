@@ -82,6 +82,7 @@ def test_launch_templates_per_kind_require_imdsv2_with_hop_limit_one(example: St
         metadata = template.inputs["metadataOptions"]
         assert metadata["httpTokens"] == "required"
         assert metadata["httpPutResponseHopLimit"] == 1
+        assert metadata["httpProtocolIpv6"] == "disabled"
         assert template.inputs["instanceInitiatedShutdownBehavior"] == "terminate"
         (root,) = template.inputs["blockDeviceMappings"]
         assert root["ebs"]["volumeType"] == "gp3" and root["ebs"]["encrypted"] == "true"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 from typing import Any
 
@@ -87,6 +88,8 @@ def test_readme_gpu_pod_runs_with_8_gpus_192_cpus_and_1024gi_on_the_host_network
         "1099511627776",
         "--gpus",
         "8",
+        "--cap-drop",
+        "NET_RAW",
         "--entrypoint",
         "python",
         "pytorch/pytorch:2.1.0-cuda12.1-cudnn8-runtime",
@@ -138,6 +141,8 @@ def test_job_init_container_writes_to_the_shared_emptydir_volume() -> None:
         "nofile=1048576:1048576",
         "--ulimit",
         "memlock=-1:-1",
+        "--cap-drop",
+        "NET_RAW",
         "--mount",
         "type=volume,source=orca-00000000-work,target=/scratch",
         "--entrypoint",
@@ -176,6 +181,8 @@ def test_secret_env_value_goes_to_the_env_file_never_to_argv() -> None:
         "memlock=-1:-1",
         "--gpus",
         "1",
+        "--cap-drop",
+        "NET_RAW",
         "--env-file",
         ENV_FILE,
         "--mount",
@@ -253,6 +260,27 @@ def test_run_as_non_root_is_checked_against_the_user_the_container_would_run_as(
     found = containers.non_root_violation(spec, spec["containers"][0], image_user)
 
     assert (found is None) if refusal is None else (found is not None and refusal in found)
+
+
+@pytest.mark.parametrize(
+    ("context", "dropped"),
+    [
+        ({}, True),
+        ({"capabilities": {"add": ["CAP_NET_RAW"]}}, False),
+        ({"capabilities": {"add": ["NET_ADMIN"]}}, True),
+        ({"privileged": True}, False),
+    ],
+)
+def test_net_raw_is_dropped_unless_the_container_asks_for_it(
+    context: dict[str, Any], dropped: bool
+) -> None:
+    pod, spec = pod_of("02-cpu-batch.yaml")
+    spec["containers"][0]["securityContext"] = context
+
+    argv = list(invocation_for(pod, spec, "align").argv)
+
+    pairs = list(itertools.pairwise(argv))
+    assert (("--cap-drop", "NET_RAW") in pairs) is dropped
 
 
 def test_args_alone_keep_the_image_entrypoint_and_references_are_expanded() -> None:

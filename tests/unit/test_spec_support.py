@@ -131,6 +131,16 @@ def test_added_capabilities_beyond_dockers_defaults_are_refused() -> None:
     )
 
 
+def test_net_raw_is_a_privilege_since_raw_sockets_reach_metadata_on_the_host_network() -> None:
+    context = {"capabilities": {"add": ["NET_RAW"]}}
+    containers = [{"name": "ping", "image": "busybox", "securityContext": context}]
+
+    (message,) = refused({}, containers)
+
+    assert message.startswith("spec.containers[0].securityContext.capabilities.add is 'NET_RAW'")
+    assert "nor NET_RAW" in message
+
+
 def test_supported_volumes_and_default_capabilities_pass() -> None:
     volumes = [
         {"name": "a", "emptyDir": {"medium": "Memory"}},

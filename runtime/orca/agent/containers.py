@@ -27,7 +27,9 @@ kubelet's:
   (:mod:`orca.agent.volumes`), bind-mounted read-only, as a kubelet always mounts them;
   ``subPath`` binds one file or subdirectory of them;
 - ``privileged`` and ``capabilities`` (which the runtime refuses unless the department
-  allows privilege) become ``--privileged``, ``--cap-add`` and ``--cap-drop``.
+  allows privilege) become ``--privileged``, ``--cap-add`` and ``--cap-drop``; NET_RAW
+  is dropped unless a container adds it, since on the host's network a raw socket
+  reaches instance metadata around the metadata guard.
 """
 
 from __future__ import annotations
@@ -346,6 +348,11 @@ def _security_args(spec: Mapping[str, Any], container: Mapping[str, Any]) -> lis
     for option, key in (("--cap-add", "add"), ("--cap-drop", "drop")):
         for capability in capabilities.get(key) or []:
             args += [option, str(capability)]
+    # On the host's network a raw socket reaches IMDS around the metadata guard's rule;
+    # only a container that asks for NET_RAW (a privilege the runtime checked) keeps it.
+    named = {str(c).upper().removeprefix("CAP_") for c in capabilities.get("add") or []}
+    if not context.get("privileged") and "NET_RAW" not in named:
+        args += ["--cap-drop", "NET_RAW"]
     return args
 
 
