@@ -24,6 +24,7 @@ from orca import tags
 from orca.agent.docker import DockerCli
 from orca.agent.main import emulated_options, run_agent
 from orca.agent.supervisor import Tuning
+from orca.agent.watch import WatchTimings
 from orca.aws.bundles import BundleStore
 from orca.aws.clients import AwsClients
 from orca.aws.logs import ContainerLogs
@@ -123,7 +124,11 @@ def store_pod(
 
 @pytest.fixture
 def run(aws_clients: AwsClients, docker_host: str) -> Iterator[Callable[..., RecordingHost]]:
-    def run_pod(config: AgentConfig, docker: DockerCli | None = None) -> RecordingHost:
+    def run_pod(
+        config: AgentConfig,
+        docker: DockerCli | None = None,
+        timings: WatchTimings | None = None,
+    ) -> RecordingHost:
         host = RecordingHost()
         run_agent(
             config,
@@ -132,6 +137,7 @@ def run(aws_clients: AwsClients, docker_host: str) -> Iterator[Callable[..., Rec
             docker=docker or DockerCli(docker_host),
             options=emulated_options(),
             tuning=FAST,
+            timings=timings,
             handle_signals=False,
         )
         return host

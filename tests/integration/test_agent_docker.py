@@ -9,6 +9,7 @@ department's queue and the container logs in CloudWatch Logs.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -16,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from orca.agent.watch import WatchTimings
+from orca.aws.bundles import BundleStore
 from orca.aws.clients import AwsClients
 from orca.bootstrap import AgentConfig, render_user_data
 from orca.messages import StatusReport
@@ -110,6 +113,52 @@ def test_init_container_runs_first_and_the_secret_stays_inside_the_container(
     assert SECRET not in final.to_json()
 
 
+def test_two_containers_run_together_after_their_init_container_and_both_log(
+    store_pod: Callable[..., AgentConfig],
+    run: Callable[..., RecordingHost],
+    aws_clients: AwsClients,
+) -> None:
+    image = "busybox:1.36"
+    spec = {
+        "restartPolicy": "Never",
+        "volumes": [{"name": "shared", "emptyDir": {}}],
+        "initContainers": [
+            {
+                "name": "fetch",
+                "image": image,
+                "command": ["sh", "-c", "echo chunk-17 > /shared/input; echo fetched"],
+                "volumeMounts": [{"name": "shared", "mountPath": "/shared"}],
+            }
+        ],
+        "containers": [
+            {
+                "name": name,
+                "image": image,
+                "command": ["sh", "-c", f"{step} /shared/input; touch /shared/{name}.done; {wait}"],
+                "volumeMounts": [{"name": "shared", "mountPath": "/shared"}],
+            }
+            # Each waits for the other's mark: they can only finish if they run together.
+            for name, step, wait in (
+                ("align", "cat", "until [ -e /shared/stats.done ]; do sleep 0.1; done"),
+                ("stats", "wc -c <", "until [ -e /shared/align.done ]; do sleep 0.1; done"),
+            )
+        ],
+    }
+    config = store_pod("biology", "align-and-stats", spec)
+
+    run(config)
+
+    final = reports_for(aws_clients, config.status_queue_url, config.pod_uid)[-1]
+    assert final.phase == "Succeeded"
+    (fetch,) = final.init_containers
+    assert [c.name for c in final.containers] == ["align", "stats"]
+    assert all(c.exit_code == 0 and c.reason == "Completed" for c in final.containers)
+    assert all(fetch.finished_at <= c.started_at for c in final.containers)  # type: ignore[operator]
+    assert log_lines(aws_clients, config, "fetch") == ["fetched"]
+    assert log_lines(aws_clients, config, "align") == ["chunk-17"]
+    assert log_lines(aws_clients, config, "stats") == ["9"]
+
+
 def test_container_over_its_memory_limit_is_oomkilled_137(
     store_pod: Callable[..., AgentConfig],
     run: Callable[..., RecordingHost],
@@ -201,6 +250,49 @@ def test_run_as_non_root_refuses_a_root_image_and_runs_a_numeric_user_without_es
     assert log_lines(aws_clients, numeric, "probe") == ["1000", "NoNewPrivs:\t1"]
 
 
+def test_the_agent_waits_for_a_bundle_stored_after_it_started(
+    store_pod: Callable[..., AgentConfig],
+    run: Callable[..., RecordingHost],
+    aws_clients: AwsClients,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    config = store_pod(*pod_from_case("02-cpu-batch.yaml"))
+    store = BundleStore(aws_clients.s3, config.bundle_bucket)
+    bundle = store.get(config.pod_uid, AGENT_TEST_ARN)
+    store.delete(config.pod_uid)
+    # What the runtime does once RunInstances has answered: here, while the agent waits.
+    late = threading.Timer(2.0, store.put, (bundle, AGENT_TEST_ARN))
+
+    late.start()
+    with caplog.at_level(logging.INFO, logger="orca.agent.main"):
+        run(config)
+    late.join()
+
+    assert reports_for(aws_clients, config.status_queue_url, config.pod_uid)[-1].phase == (
+        "Succeeded"
+    )
+    assert "not there yet (NoSuchKey)" in caplog.text
+    assert log_lines(aws_clients, config, "align") == [SHA_LINE]
+
+
+def test_a_bundle_that_never_comes_fails_the_pod_and_powers_off(
+    store_pod: Callable[..., AgentConfig],
+    run: Callable[..., RecordingHost],
+    aws_clients: AwsClients,
+) -> None:
+    config = store_pod(*pod_from_case("02-cpu-batch.yaml"))
+    BundleStore(aws_clients.s3, config.bundle_bucket).delete(config.pod_uid)
+
+    started = time.monotonic()
+    host = run(config, timings=WatchTimings(bundle_wait=3.0))
+
+    final = reports_for(aws_clients, config.status_queue_url, config.pod_uid)[-1]
+    assert (final.phase, final.reason) == ("Failed", "BundleUnavailable")
+    assert "check that the instance role may read bundles/*/" in (final.message or "")
+    assert time.monotonic() - started < 30
+    assert host.shutdowns == ["pod biology/genome-align-chunk-17 ended Failed"]
+
+
 def test_failing_container_is_restarted_under_on_failure_with_backoff(
     store_pod: Callable[..., AgentConfig],
     run: Callable[..., RecordingHost],
@@ -274,6 +366,8 @@ def test_emulated_instance_runs_the_agent_and_ends_terminated(
     assert final_at is not None, (tmp_path / "instances" / instance_id / "agent.log").read_text()
     assert state == "terminated"
     assert reports[-1].instance_id == instance_id
+    # The container's log outlives its instance, in the department's log group.
+    assert log_lines(aws_clients, config, "align") == [SHA_LINE]
     logging.getLogger(__name__).warning(
         "RunInstances -> container running %.2fs, -> final report %.2fs, -> terminated %.2fs",
         running_at,

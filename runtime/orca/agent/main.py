@@ -49,7 +49,7 @@ from orca.agent.reporter import StatusReporter
 from orca.agent.status import TERMINAL_PHASES, Snapshot
 from orca.agent.supervisor import Tuning
 from orca.agent.watch import DeadManSwitch, Ending, SpotWatch, Watch, WatchTimings, stop_grace
-from orca.aws.bundles import BundleStore
+from orca.aws.bundles import INSTANCE_BUNDLE_PATTERN, BundleStore
 from orca.aws.clients import AwsClients
 from orca.aws.errors import AuthError, AwsError, NotFoundError
 from orca.aws.heartbeats import HeartbeatStore
@@ -61,9 +61,6 @@ from orca.heartbeat import read_interval
 
 log = logging.getLogger(__name__)
 
-# The runtime stores the bundle as soon as RunInstances answers, long before the agent
-# starts; a runtime restarted mid-launch stores it when it adopts the instance.
-_BUNDLE_WAIT = timedelta(minutes=10)
 # Waiting a few seconds is normal; waiting longer is worth a WARNING.
 _BUNDLE_QUIET_ATTEMPTS = 4
 _REPORT_FLUSH_SECONDS = 120.0
@@ -198,12 +195,15 @@ def _run_pod(
     stop: _Stop,
 ) -> str:
     instance_arn = host.instance_arn()
-    bundle = _fetch_bundle(config, instance_arn, clients, stop, clock)
+    wait = timedelta(seconds=timings.bundle_wait)
+    bundle = _fetch_bundle(config, instance_arn, clients, stop, clock, wait)
     if bundle is None:
         reason = "BundleUnavailable"
         message = (
             f"the pod's bundle for {instance_arn} could not be read from "
-            f"{config.bundle_bucket} within {_BUNDLE_WAIT.total_seconds() / 60:.0f} min"
+            f"{config.bundle_bucket} in {wait.total_seconds():.0f} s; if the agent's log "
+            "shows AccessDenied, check that the instance role may read "
+            f"{INSTANCE_BUNDLE_PATTERN} and the stack's KMS key"
         )
         if stop.ending is not None:
             reason, message = stop.ending.reason, stop.ending.message
@@ -249,11 +249,12 @@ def _fetch_bundle(
     clients: AwsClients,
     stop: _Stop,
     clock: Callable[[], datetime],
+    wait: timedelta,
 ) -> PodBundle | None:
     """The pod's bundle, waited for: the runtime stores it only once RunInstances answered."""
     store = BundleStore(clients.s3, config.bundle_bucket)
     url = store.url(config.pod_uid, instance_arn)
-    give_up = min(clock() + _BUNDLE_WAIT, config.deadline)
+    give_up = min(clock() + wait, config.deadline)
     delay = 1.0
     attempt = 0
     while True:

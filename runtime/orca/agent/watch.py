@@ -49,6 +49,10 @@ class WatchTimings:
     spot_reserve: float = 20.0
     # None: as often as :func:`orca.heartbeat.read_interval` says for the lease.
     heartbeat_read: float | None = None
+    # How long the agent waits for its pod's bundle before it fails the pod and powers off.
+    # The runtime stores it as soon as RunInstances answers, long before the agent starts;
+    # a runtime restarted mid-launch stores it when it adopts the instance.
+    bundle_wait: float = 600.0
 
 
 @dataclass(frozen=True)
