@@ -20,6 +20,7 @@ import json
 import logging
 import shlex
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,7 +118,7 @@ def create_envelope(
         subnet_zones=subnets,
         cluster=cluster,
         department=department,
-        ledger_table=_ledger_table(clients.client("dynamodb"), f"{prefix}-ledger", tags),
+        ledger_table=ledger_table(clients.client("dynamodb"), f"{prefix}-ledger", tags),
         budget_usd=budget_usd,
     )
     log.info("envelope of %s/%s ready in %s: vpc %s", cluster, department, region, vpc_id)
@@ -312,7 +313,7 @@ def _log_group(logs: Any, name: str, tags: dict[str, str]) -> str:
     return name
 
 
-def _ledger_table(dynamodb: Any, name: str, tags: dict[str, str]) -> str:
+def ledger_table(dynamodb: Any, name: str, tags: Mapping[str, str] | None = None) -> str:
     """The cost ledger: the key schema of infra/orca_infra/storage.py (pk and sk, strings)."""
     try:
         with aws_call(f"looking for table {name}"):
@@ -332,7 +333,7 @@ def _ledger_table(dynamodb: Any, name: str, tags: dict[str, str]) -> str:
                 {"AttributeName": "pk", "AttributeType": "S"},
                 {"AttributeName": "sk", "AttributeType": "S"},
             ],
-            Tags=[{"Key": k, "Value": v} for k, v in tags.items()],
+            Tags=[{"Key": k, "Value": v} for k, v in (tags or {}).items()],
         )
         dynamodb.get_waiter("table_exists").wait(TableName=name)
     return name

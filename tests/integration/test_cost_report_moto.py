@@ -27,6 +27,7 @@ from orca.cli import main
 from orca.ledger import Ledger
 from orca.ledger_records import PodEntry, month_of, month_start, next_month
 from orca_local.aws import LocalAwsProcess
+from orca_local.envelope import ledger_table
 
 pytestmark = pytest.mark.integration
 
@@ -39,18 +40,7 @@ _tables = itertools.count()
 
 def create_table(clients: AwsClients) -> str:
     name = f"cost-ledger-{next(_tables)}"
-    clients.client("dynamodb").create_table(
-        TableName=name,
-        BillingMode="PAY_PER_REQUEST",
-        KeySchema=[
-            {"AttributeName": "pk", "KeyType": "HASH"},
-            {"AttributeName": "sk", "KeyType": "RANGE"},
-        ],
-        AttributeDefinitions=[
-            {"AttributeName": "pk", "AttributeType": "S"},
-            {"AttributeName": "sk", "AttributeType": "S"},
-        ],
-    )
+    ledger_table(clients.client("dynamodb"), name)
     return name
 
 

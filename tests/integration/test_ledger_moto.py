@@ -22,6 +22,7 @@ from orca.aws.ledger_table import LedgerTable, PutNew, TransactionCancelled, Upd
 from orca.ledger import Ledger
 from orca.ledger_records import BudgetExceeded, HoldState, PodRecord
 from orca_local.aws import LocalAwsProcess
+from orca_local.envelope import ledger_table
 
 pytestmark = pytest.mark.integration
 
@@ -33,19 +34,7 @@ _tables = itertools.count()
 @pytest.fixture
 def table_name(aws_clients: AwsClients) -> str:
     name = f"ledger-{next(_tables)}"
-    dynamodb = aws_clients.client("dynamodb")
-    dynamodb.create_table(
-        TableName=name,
-        BillingMode="PAY_PER_REQUEST",
-        KeySchema=[
-            {"AttributeName": "pk", "KeyType": "HASH"},
-            {"AttributeName": "sk", "KeyType": "RANGE"},
-        ],
-        AttributeDefinitions=[
-            {"AttributeName": "pk", "AttributeType": "S"},
-            {"AttributeName": "sk", "AttributeType": "S"},
-        ],
-    )
+    ledger_table(aws_clients.client("dynamodb"), name)
     return name
 
 
