@@ -23,6 +23,15 @@ def _run(args: argparse.Namespace) -> int:
     except SettingsError as e:
         sys.stderr.write(f"orca: {e}\n")
         return 2
+    if settings.budget is None:
+        # The runtime's promise is that a department's budget holds; without one it would
+        # launch whatever is asked. (Tests build runtimes without one; a person cannot.)
+        sys.stderr.write(
+            "orca: the ORCA runtime cannot start without a budget: set "
+            "ORCA_BUDGET__LEDGER_TABLE (the stack's ledgerTable output) and "
+            "ORCA_BUDGET__MONTHLY_USD (its budget), as the Pulumi program does\n"
+        )
+        return 2
     configure_logging(settings.log_level, settings.log_format)
 
     from orca.runtime import build_runtime

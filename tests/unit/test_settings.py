@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from orca.cli import main
 from orca.settings import SettingsError, load_settings
 
 GOOD = {
@@ -153,3 +154,13 @@ def test_bad_budget_values_name_each_variable_and_reason(
     assert "ORCA_BUDGET__NAMESPACE_SHARES: Value error, shares are percentages" in message
     assert "genomics=140" in message
     assert "ORCA_BUDGET__WHEN_REFUSED: Input should be 'wait' or 'fail'" in message
+
+
+def test_orca_run_refuses_to_start_without_a_budget(
+    environment: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run"]) == 2
+
+    said = capsys.readouterr().err
+    assert "cannot start without a budget" in said
+    assert "ORCA_BUDGET__LEDGER_TABLE" in said and "ORCA_BUDGET__MONTHLY_USD" in said
