@@ -22,6 +22,11 @@ def timestamp(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def parse_timestamp(value: str) -> datetime:
+    """The inverse of :func:`timestamp`, for the times the runtime wrote on a pod."""
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
 def _condition(
     kind: str, ok: bool, now: datetime, reason: str = "", message: str = ""
 ) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from orca import tags
 from orca.aws.ec2 import Ec2
 from orca.aws.model import LaunchRequest, ReservationChoice
 from orca.kube.pods import PodApi
-from orca.reconciler import Reconciler
+from orca.pod_launch import PodLaunch
 from tests.integration.runtime_fixtures import Burst, case, eventually
 
 
@@ -139,14 +139,14 @@ class _Crash(BaseException):
 def test_runtime_killed_between_launch_and_record_restarts_with_one_instance(
     burst: Burst, monkeypatch: Any
 ) -> None:
-    original = Reconciler._record_instance
+    original = PodLaunch._record_instance
     crashed: list[str] = []
 
-    def die_before_recording(self: Reconciler, pod: dict[str, Any], instance: Any) -> None:
+    def die_before_recording(self: PodLaunch, pod: dict[str, Any], instance: Any) -> None:
         crashed.append(instance.instance_id)
         raise _Crash
 
-    monkeypatch.setattr(Reconciler, "_record_instance", die_before_recording)
+    monkeypatch.setattr(PodLaunch, "_record_instance", die_before_recording)
     runtime = burst.start(workers=1)
     pod = burst.create(_cpu_pod("crash-test"))
     uid = pod["metadata"]["uid"]
@@ -158,7 +158,7 @@ def test_runtime_killed_between_launch_and_record_restarts_with_one_instance(
     assert tags.LAUNCH_ATTEMPT_ANNOTATION in intent
     assert tags.INSTANCE_ID_ANNOTATION not in intent
 
-    monkeypatch.setattr(Reconciler, "_record_instance", original)
+    monkeypatch.setattr(PodLaunch, "_record_instance", original)
     burst.start()
 
     recorded = eventually(

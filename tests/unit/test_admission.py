@@ -65,9 +65,7 @@ class BudgetWorld(World):
     ) -> None:
         super().__init__()
         self.clock = clock or self.clock
-        self.reconciler.clock = self.clock
         self.ec2 = FakeEc2(clock=self.clock)
-        self.reconciler.ec2 = self.reconciler.launcher.ec2 = self.ec2  # type: ignore[assignment]
         self.table = table or FakeLedgerTable()
         self.ledger = Ledger(
             self.table,
@@ -87,15 +85,13 @@ class BudgetWorld(World):
             self.budget, self.ledger, prices, Metrics("physics"), clock=self.clock
         )
         self.queue = RecordingQueue()
-        self.reconciler.queue = self.queue
-        self.reconciler.admission = self.admission
+        self.wire(self.admission)
 
     def restarted(self) -> BudgetWorld:
         """A new runtime on the same EC2, pods and ledger table, that knows nothing else."""
         again = BudgetWorld(self.table, self.clock, **self.budget.model_dump())
         again.ec2, again.pods = self.ec2, self.pods
-        again.reconciler.ec2 = again.reconciler.launcher.ec2 = self.ec2
-        again.reconciler.pods = self.pods  # type: ignore[assignment]
+        again.wire(again.admission)
         for stored in self.pods.pods.values():
             again.observed.remember_pod(copy.deepcopy(stored))
         return again
@@ -240,6 +236,25 @@ def test_a_pod_deleted_while_running_is_settled_once() -> None:
     assert world.table.calls["transact"] == 3  # hold, launched, settle
 
 
+def test_an_instance_whose_pod_is_gone_is_settled_from_the_instance_alone() -> None:
+    world = BudgetWorld()
+    uid = world.create(budget_pod())
+    world.reconcile(uid)
+    instance_id = world.instance_of(uid).instance_id
+    spend = world.restarted().reconciler.spend
+
+    while_running = spend.settle_instance(uid, world.instance_of(uid))
+    world.clock.now += timedelta(minutes=20)
+    ended = world.ec2.set_state(instance_id, "terminated")
+    settled = spend.settle_instance(uid, ended)
+    again = spend.settle_instance(uid, ended)
+
+    assert while_running is None
+    assert settled is not None and settled.cost_usd == Decimal("0.60")
+    assert again is None
+    assert world.ledger.month_summary().spent_usd == Decimal("0.60")
+
+
 def test_a_launch_ec2_refuses_gives_its_hold_back() -> None:
     world = BudgetWorld(monthly_usd=PRICE)
     world.ec2.fail_next("RunInstances", "InvalidParameterCombination")
@@ -318,7 +333,8 @@ def test_a_runtime_killed_after_the_launch_adopts_the_instance_and_counts_it_onc
 
 def test_twenty_pods_at_once_against_a_budget_for_seven_launch_exactly_seven() -> None:
     world = BudgetWorld(monthly_usd=PRICE * 7 + Decimal("1.79"))
-    world.pods = world.reconciler.pods = LockedPods()  # type: ignore[assignment]
+    world.pods = LockedPods()
+    world.wire(world.admission)
     uids = [
         world.create(budget_pod(f"0b6f1c2e-0000-4000-8000-0000000000{n:02d}")) for n in range(20)
     ]

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from orca import tags
+from orca.admission import Admission
 from orca.aws.errors import AuthError
 from orca.catalog import Catalog
 from orca.launching import Launcher
@@ -136,6 +137,10 @@ class World:
         self.observed = Observed()
         self.queue = WorkQueue()
         self.clock = Clock()
+        self.wire()
+
+    def wire(self, admission: Admission | None = None) -> None:
+        """(Re)build the reconciler on the world's fakes as they are now, as a new process."""
         self.reconciler = Reconciler(
             settings=self.settings,
             observed=self.observed,
@@ -148,6 +153,7 @@ class World:
             catalog=Catalog.shipped,
             queue=self.queue,
             clock=self.clock,
+            admission=admission,
         )
 
     def create(self, manifest: dict[str, Any]) -> str:
@@ -227,8 +233,7 @@ def test_a_runtime_that_died_before_storing_the_bundle_stores_it_when_it_adopts(
 
     restarted = World()
     restarted.ec2, restarted.pods = world.ec2, world.pods
-    restarted.reconciler.ec2 = restarted.reconciler.launcher.ec2 = world.ec2
-    restarted.reconciler.pods = world.pods  # type: ignore[assignment]
+    restarted.wire()
     restarted.observed.remember_pod(world.pods.pods[uid])
     stored = restarted.reconcile(uid)
 
@@ -268,7 +273,7 @@ def test_instance_of_a_pod_never_seen_is_left_to_the_garbage_collector() -> None
     instance = world.instance_of(uid)
     stranger = World()
     stranger.ec2 = world.ec2
-    stranger.reconciler.ec2 = world.ec2
+    stranger.wire()
     stranger.observed.remember_instance(instance)
 
     stranger.reconciler.reconcile(uid)
@@ -404,9 +409,7 @@ def test_a_report_after_the_pod_failed_completes_its_containers_but_not_its_phas
 def test_an_instance_whose_agent_never_reports_is_ended_long_before_the_deadline() -> None:
     world = World()
     world.ec2 = FakeEc2(clock=world.clock)
-    world.reconciler.ec2 = world.ec2
-    launcher = Launcher(world.settings, world.ec2, DEFAULT_SUBNETS)  # type: ignore[arg-type]
-    world.reconciler.launcher = launcher
+    world.wire()
     uid = world.create(cpu_pod())
     world.reconcile(uid)
     instance_id = world.instance_of(uid).instance_id
