@@ -20,8 +20,9 @@ this process ended the instance or first saw it gone (:meth:`PodSpend.saw_ended`
 else the time of settling, which over-counts rather than under.
 
 :meth:`PodSpend.settle_instance` settles from the UID and the instance alone, for an
-instance whose pod object is gone. Without a budget (no :class:`Admission`) nothing
-here does anything.
+instance whose pod object is gone, and :meth:`PodSpend.held_pods` lists the open holds,
+so that the garbage collector can settle those whose pod went while no runtime watched.
+Without a budget (no :class:`Admission`) nothing here does anything.
 """
 
 from __future__ import annotations
@@ -42,10 +43,13 @@ from orca.kube.events import EventRecorder
 from orca.ledger_records import (
     MINIMUM_BILLED_SECONDS,
     HoldState,
+    PodEntry,
     PodRecord,
     cents,
     cost_usd,
     duration,
+    month_of,
+    month_start,
     seconds,
     usd,
 )
@@ -201,6 +205,20 @@ class PodSpend:
         if settled is None or settled.cost_usd is None or pod is None:
             return
         self._show_cost(pod, instance, settled, ended)
+
+    def held_pods(self) -> list[PodEntry]:
+        """The pods whose hold is open, this month's and last month's: a hold stays in the
+        month it was made in until it is settled or given back."""
+        if self.admission is None:
+            return []
+        this_month = month_of(self.clock())
+        last_month = month_of(month_start(this_month) - timedelta(seconds=1))
+        return [
+            pod
+            for month in (last_month, this_month)
+            for pod in self.admission.ledger.month_summary(month).pods
+            if pod.held_usd > 0
+        ]
 
     def settle_instance(self, uid: str, instance: Instance) -> PodRecord | None:
         """Settle the ledger record of pod ``uid`` from its ``instance``, without the pod.

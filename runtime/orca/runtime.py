@@ -152,7 +152,13 @@ def build_runtime(settings: Settings, aws: AwsClients | None = None) -> Runtime:
         metrics=metrics,
         admission=admission,
     )
-    collector = GarbageCollector(ec2, pods, settings.gc_min_age_seconds)
+    collector = GarbageCollector(
+        ec2,
+        pods,
+        settings.gc_min_age_seconds,
+        holds=reconciler.spend,
+        holds_every_seconds=settings.gc_holds_seconds,
+    )
     controller = PodController(settings, observed, queue, reconciler, pods, ec2, reports, collector)
     node = NodeKeeper(settings, NodeApi(kube), check_aws=ec2.check_access, metrics=metrics)
     log.debug(

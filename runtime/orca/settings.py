@@ -191,6 +191,8 @@ class Settings(BaseSettings):
     workers: int = Field(default=8, ge=1, le=64)
     instance_resync_seconds: float = Field(default=5.0, gt=0)
     gc_min_age_seconds: float = Field(default=120.0, ge=0)
+    # How often the garbage collector reads the ledger's open holds (one Query a month).
+    gc_holds_seconds: float = Field(default=60.0, gt=0)
     # An instance whose agent has not reported this long after launch is ended: a boot
     # that failed must not bill until the pod's deadline.
     agent_report_timeout_seconds: float = Field(default=600.0, gt=0)

@@ -168,6 +168,7 @@ def burst(local_aws: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> It
             kubeconfig=kubeconfig,
             instance_resync_seconds=0.5,
             gc_min_age_seconds=0,
+            gc_holds_seconds=1,
             workers=4,
             report_poll_seconds=1,
             capacity_retry_seconds=1,

@@ -90,3 +90,33 @@ def test_a_pod_over_the_budget_waits_and_never_launches(
     assert tags.LAUNCH_ATTEMPT_ANNOTATION not in pod["metadata"].get("annotations", {})
     assert burst.instances(created["metadata"]["uid"]) == []
     assert ledger_of(burst).find(created["metadata"]["uid"]) is None
+
+
+def test_a_pod_deleted_while_no_runtime_ran_has_its_hold_settled_after_a_restart(
+    burst: Burst,
+) -> None:
+    burst.start()
+    [manifest] = case("02-cpu-batch.yaml")
+    uid = burst.create(manifest)["metadata"]["uid"]
+    ledger = ledger_of(burst)
+    eventually(
+        lambda: (record := ledger.find(uid)) is not None and record.instance_id,
+        what="the pod held and launched",
+    )
+    burst.stop()
+    # Deleted for good while no runtime watched: no reconcile will ever see it go.
+    burst.core.delete_namespaced_pod("genome-align-chunk-17", "biology", grace_period_seconds=0)
+
+    burst.start()
+
+    def settled() -> object:
+        record = ledger.find(uid)
+        return record if record is not None and record.state is HoldState.SETTLED else None
+
+    record = eventually(settled, timeout=30, what="the orphaned hold settled")
+    [instance] = burst.instances(uid)
+    assert not instance.live
+    assert record.instance_id == instance.instance_id and record.cost_usd is not None
+    assert record.cost_usd > 0
+    summary = ledger.month_summary()
+    assert summary.held_usd == 0 and summary.spent_usd == record.cost_usd
