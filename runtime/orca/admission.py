@@ -198,8 +198,26 @@ class Admission:
         meta = pod["metadata"]
         uid, namespace, name = meta["uid"], meta["namespace"], meta["name"]
 
-        # A pod that holds already (a retry, a restarted runtime) keeps its hold as it is.
+        # A pod that holds already (a retry, a restarted runtime) keeps its hold as it is,
+        # unless what it would launch changed since (its annotations were edited while it
+        # waited): a hold for one instance type must not pay for another.
         record = self.ledger.find(uid)
+        bound_seconds = max(math.ceil(bound.total_seconds()), MINIMUM_BILLED_SECONDS)
+        if record is not None and not _hold_covers(record, spec, bound_seconds):
+            log.info(
+                "pod %s/%s now asks for %s %s for %ds; its hold for %s %s is given back and "
+                "a new one taken",
+                namespace,
+                name,
+                spec.instance_type.name,
+                spec.market,
+                bound_seconds,
+                record.instance_type,
+                record.market,
+                extra={"pod_uid": uid},
+            )
+            record = self.ledger.release(uid)
+            self._forget(uid)
         if record is None or record.state is HoldState.RELEASED:
             refused = self._over_budget(f"{namespace}/{name}")
             if refused is not None:
@@ -213,7 +231,6 @@ class Admission:
                     f"and ORCA tries again every {self.budget.retry_seconds:.0f} s"
                 )
                 return Refused("PriceUnknown", message, self.budget.retry_seconds, fail=False)
-            bound_seconds = max(math.ceil(bound.total_seconds()), MINIMUM_BILLED_SECONDS)
             try:
                 record = self.ledger.hold(
                     uid,
@@ -505,3 +522,18 @@ class BudgetWatch:
             except Exception as e:  # the ledger unreachable: holds fail closed meanwhile
                 log.warning("reading the month's spend failed (%s); again in %.0f s", e, interval)
             self._stop.wait(interval)
+
+
+def _hold_covers(record: PodRecord, spec: LaunchSpec, bound_seconds: int) -> bool:
+    """Whether an open hold still bounds what the pod would launch now.
+
+    Only a hold without an instance can be traded in: once an instance runs, the hold is
+    that instance's, whatever the pod says now.
+    """
+    if record.state is not HoldState.HELD or record.instance_id is not None:
+        return True
+    return (
+        record.instance_type == spec.instance_type.name
+        and record.market == spec.market
+        and record.bound_seconds >= bound_seconds
+    )

@@ -188,6 +188,8 @@ class PodSpend:
         else:
             # A runtime stopped between the launch and noting it: the tags know the instance.
             found = self.ec2.list_instances({tags.POD_UID: uid}, include_terminated=True)
+        if not found and record.instance_id and record.launched_at:
+            found = [self._unlisted(record)]
         if not found:
             log.info("pod %s never had an instance; giving its hold back", record.pod)
             self.admission.release(uid)
@@ -245,7 +247,38 @@ class PodSpend:
         return record
 
     def _end_of(self, uid: str, instance: Instance) -> datetime:
-        return instance.ended_at or self._ended_seen.get(uid) or self.clock()
+        return instance.ended_at or self._end_of_unlisted(uid)
+
+    def _end_of_unlisted(self, uid: str) -> datetime:
+        return self._ended_seen.get(uid) or self.clock()
+
+    def _unlisted(self, record: PodRecord) -> Instance:
+        """The instance of a record whose instance EC2 no longer lists.
+
+        EC2 lists a terminated instance for about an hour only; a runtime down longer
+        knows its launch from the record, and its end no later than the hold's bound (the
+        bootstrap powers it off by then), which over-counts rather than under.
+        """
+        assert record.instance_id is not None and record.launched_at is not None
+        bound_end = record.held_at + timedelta(seconds=record.bound_seconds)
+        ended = min(self._end_of_unlisted(record.pod_uid), bound_end)
+        log.warning(
+            "pod %s: EC2 no longer lists %s; settling it as ended at %s, the latest its hold "
+            "allowed",
+            record.pod,
+            record.instance_id,
+            pod_status.timestamp(ended),
+        )
+        return Instance(
+            instance_id=record.instance_id,
+            instance_type=record.instance_type,
+            state="terminated",
+            availability_zone="",
+            launch_time=record.launched_at,
+            tags={tags.POD_UID: record.pod_uid},
+            spot=record.market == "spot",
+            ended_at=ended,
+        )
 
     def _settle_ended(
         self, uid: str, instance: Instance, ended: datetime, annotated_price: Decimal | None

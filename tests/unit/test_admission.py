@@ -255,6 +255,27 @@ def test_an_instance_whose_pod_is_gone_is_settled_from_the_instance_alone() -> N
     assert world.ledger.month_summary().spent_usd == Decimal("0.60")
 
 
+def test_a_pod_whose_instance_ec2_no_longer_lists_is_settled_at_its_bound_not_released() -> None:
+    world = BudgetWorld()
+    uid = world.create(budget_pod())
+    world.reconcile(uid)
+    record = world.ledger.find(uid)
+    assert record is not None and record.instance_id is not None
+    # The runtime is down for three hours; EC2 shows a terminated instance for about one.
+    world.clock.now += timedelta(hours=3)
+    del world.ec2._instances[record.instance_id]
+    world.observed.forget_pod(uid)
+
+    world.reconciler.reconcile(uid)
+
+    settled = world.ledger.find(uid)
+    assert settled is not None and settled.state is HoldState.SETTLED
+    assert settled.ended_at == record.held_at + timedelta(seconds=record.bound_seconds)
+    # Billed to the end its hold allowed (58 min + 2 min grace at $1.80/h), never zero.
+    assert settled.cost_usd == Decimal("1.80")
+    assert world.ledger.month_summary().spent_usd == Decimal("1.80")
+
+
 def test_a_launch_ec2_refuses_gives_its_hold_back() -> None:
     world = BudgetWorld(monthly_usd=PRICE)
     world.ec2.fail_next("RunInstances", "InvalidParameterCombination")
@@ -279,6 +300,29 @@ def test_a_pod_waiting_for_capacity_keeps_one_hold() -> None:
     assert world.ec2.calls["RunInstances"] == 3
     assert world.instance_of(uid).state == "pending"
     assert world.ledger.month_summary().committed_usd == PRICE
+
+
+def test_a_pod_whose_instance_type_changed_while_it_waited_holds_for_what_it_launches() -> None:
+    world = BudgetWorld(monthly_usd=Decimal(100))
+    world.price_list.set_price("c7i.4xlarge", "us-east-1", Decimal("0.714"))
+    world.ec2.fail_next("RunInstances", "InsufficientInstanceCapacity", times=2)
+    uid = world.create(budget_pod())
+    world.reconcile(uid)
+    world.reconcile(uid)  # both zones full: it waits, holding for m7i.large
+
+    # The researcher gives up on m7i.large while the pod waits.
+    stored = world.pods.pods[uid]
+    stored["metadata"]["annotations"]["orca.research/instance-type"] = "c7i.4xlarge"
+    world.observed.remember_pod(copy.deepcopy(stored))
+    world.reconcile(uid)
+
+    record = world.ledger.find(uid)
+    assert world.instance_of(uid).instance_type == "c7i.4xlarge"
+    assert record is not None and record.state is HoldState.HELD
+    assert (record.instance_type, record.usd_per_hour) == ("c7i.4xlarge", Decimal("0.714"))
+    assert record.generation == 2
+    # The first hold was given back: only the new one counts.
+    assert world.ledger.month_summary().committed_usd == record.estimate_usd
 
 
 def _raise_once(method: Any, when: Any) -> Any:
