@@ -85,6 +85,9 @@ class Admitted:
     record: PodRecord
     left_usd: Decimal
     limit_usd: Decimal
+    # Where the held price came from, when it is not AWS's own answer (the Price List API
+    # was out of reach), so the pod's Launching Event says so.
+    price_note: str | None = None
 
     @property
     def ran_already(self) -> bool:
@@ -93,8 +96,9 @@ class Admitted:
 
     def describe(self) -> str:
         """``at $0.10/h, holding $2.43 of the $99.00 left this month``, for the Event."""
+        note = f" ({self.price_note})" if self.price_note else ""
         return (
-            f"at {hourly_rate(self.record.usd_per_hour)}, holding "
+            f"at {hourly_rate(self.record.usd_per_hour)}{note}, holding "
             f"{cents(self.record.estimate_usd)} of the {cents(self.left_usd)} left this month"
         )
 
@@ -218,6 +222,7 @@ class Admission:
             )
             record = self.ledger.release(uid)
             self._forget(uid)
+        price_note: str | None = None
         if record is None or record.state is HoldState.RELEASED:
             refused = self._over_budget(f"{namespace}/{name}")
             if refused is not None:
@@ -246,11 +251,20 @@ class Admission:
             except BudgetExceeded as e:
                 self.metrics.budget_refusals(scope=e.scope).inc()
                 return self._refusal("BudgetExceeded", str(e))
+            if self._rests_on_shipped_table(spec):
+                price_note = price.detail
 
         summary = self.ledger.month_summary(record.hold_month)
         left_after = self.budget.monthly_usd - summary.committed_usd
         held = record.estimate_usd if record.state is HoldState.HELD else Decimal(0)
-        return Admitted(record, max(left_after + held, Decimal(0)), self.budget.monthly_usd)
+        left = max(left_after + held, Decimal(0))
+        return Admitted(record, left, self.budget.monthly_usd, price_note)
+
+    def _rests_on_shipped_table(self, spec: LaunchSpec) -> bool:
+        """Whether the hold's price came from ORCA's shipped table, not from AWS."""
+        if spec.market == "spot" and spec.max_spot_price is not None:
+            return False  # the pod's own bid
+        return self.prices.on_demand(spec.instance_type.name).source == "shipped-table"
 
     def _over_budget(self, pod: str) -> Refused | None:
         """Refuse while this month's spend is over the budget, even where a hold would fit

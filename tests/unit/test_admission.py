@@ -21,7 +21,7 @@ from orca.settings import BudgetSettings
 from orca.workqueue import WorkQueue
 from tests.fakes.ec2 import FakeEc2
 from tests.fakes.ledger_table import FakeLedgerTable
-from tests.fakes.pricing import FakePriceList, FakeSpotHistory
+from tests.fakes.pricing import FakePriceList, FakeSpotHistory, client_error
 from tests.unit.helpers import pod
 from tests.unit.test_reconciler import Clock, FakePods, World, report
 
@@ -132,6 +132,22 @@ def test_a_pod_whose_bound_cost_is_exactly_what_is_left_launches() -> None:
     assert record is not None and record.state is HoldState.HELD
     assert record.instance_id == stored["metadata"]["annotations"][tags.INSTANCE_ID_ANNOTATION]
     assert world.ledger.month_summary().committed_usd == PRICE
+
+
+def test_while_the_price_list_api_is_out_of_reach_the_launching_event_says_whose_price() -> None:
+    world = BudgetWorld()
+    world.price_list.fail(client_error("ServiceUnavailableException", "GetProducts"))
+    uid = world.create(budget_pod())
+
+    world.reconcile(uid)
+
+    launching = next(m for _, r, m in world.events.recorded if r == "Launching")
+    record = world.ledger.find(uid)
+    assert record is not None and world.ec2.calls["RunInstances"] == 1
+    # m7i.large's us-east-1 list price from the table shipped with ORCA, not the fake's $1.80.
+    assert record.usd_per_hour != PRICE
+    assert "the us-east-1 list price shipped with ORCA" in launching
+    assert "ServiceUnavailableException" in launching
 
 
 def test_a_pod_that_would_cross_the_budget_by_one_cent_waits_and_nothing_launches() -> None:
