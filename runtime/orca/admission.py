@@ -320,8 +320,8 @@ class Admission:
                 extra={"pod_uid": uid},
             )
             return None
-        record = self.ledger.launched(uid, instance.instance_id, instance.launch_time)
         price = self.billed_price(record, instance)
+        record = self.ledger.launched(uid, instance.instance_id, instance.launch_time, price)
         self._remember(uid, record, price, instance.launch_time)
         return price
 

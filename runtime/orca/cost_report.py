@@ -339,7 +339,7 @@ def _pod_cost(
     accrued = None
     if latest.state is HoldState.HELD and latest.launched_at is not None:
         ran = max(seconds(now - latest.launched_at), Decimal(MINIMUM_BILLED_SECONDS))
-        accrued = cost_usd(latest.usd_per_hour, ran)
+        accrued = cost_usd(latest.rate_usd_per_hour, ran)
     return PodCost(
         department=department,
         namespace=latest.namespace,
@@ -347,7 +347,7 @@ def _pod_cost(
         pod_uid=latest.pod_uid,
         instance_type=latest.instance_type,
         market=latest.market,
-        usd_per_hour=latest.usd_per_hour,
+        usd_per_hour=latest.rate_usd_per_hour,
         state=latest.state,
         instance_id=latest.instance_id,
         launched_at=min(launches) if launches else None,

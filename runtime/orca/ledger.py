@@ -404,14 +404,23 @@ class Ledger:
 
     # --- launching, settling, releasing ---
 
-    def launched(self, pod_uid: str, instance_id: str, launched_at: datetime) -> PodRecord:
-        """Note the instance and its launch time on a held record (idempotent)."""
+    def launched(
+        self,
+        pod_uid: str,
+        instance_id: str,
+        launched_at: datetime,
+        billed_usd_per_hour: Decimal | None = None,
+    ) -> PodRecord:
+        """Note the instance, its launch time and the rate it is billed at (a spot instance
+        is billed its zone's price, below the held ceiling) on a held record (idempotent)."""
 
         def once() -> PodRecord:
             record = self._found(pod_uid)
             if record.state is not HoldState.HELD:
                 return record
-            fields = {"instance_id": instance_id, "launched_at": iso(launched_at)}
+            fields: dict[str, Any] = {"instance_id": instance_id, "launched_at": iso(launched_at)}
+            if billed_usd_per_hour is not None:
+                fields["billed_usd_per_hour"] = usd(billed_usd_per_hour)
             part = self._part_key(record.hold_month, pod_uid)
             self._transact_or_race(
                 [
@@ -489,7 +498,11 @@ class Ledger:
             writes.add(
                 self._part_key(month, pod_uid),
                 {"spent_usd": part_cost, "seconds": secs},
-                {**_part_fields(_record_fields(record)), **times},
+                {
+                    **_part_fields(_record_fields(record)),
+                    **times,
+                    "billed_usd_per_hour": usd_per_hour,
+                },
             )
 
         settled = Update(
@@ -499,6 +512,7 @@ class Ledger:
                 "state": HoldState.SETTLED.value,
                 "cost_usd": cost,
                 "settled_usd_per_hour": usd_per_hour,
+                "billed_usd_per_hour": usd_per_hour,
                 "spent_by_month": {month: part_cost for month, _, part_cost in parts},
                 "closed_at": now,
             },

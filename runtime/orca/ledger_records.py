@@ -144,6 +144,11 @@ def duration(bound_seconds: int) -> str:
 # --- records ---
 
 
+def _optional_amount(item: Mapping[str, Any], name: str) -> Decimal | None:
+    value = item.get(name)
+    return None if value is None else Decimal(value)
+
+
 def _optional_time(item: Mapping[str, Any], name: str) -> datetime | None:
     value = item.get(name)
     return None if value is None else parse_time(str(value))
@@ -174,6 +179,8 @@ class PodRecord:
     ended_at: datetime | None = None
     cost_usd: Decimal | None = None
     settled_usd_per_hour: Decimal | None = None
+    # The rate the instance is billed at, once launched: the held price, or a spot zone's.
+    billed_usd_per_hour: Decimal | None = None
     spent_by_month: Mapping[str, Decimal] = field(default_factory=dict)
     closed_at: datetime | None = None
 
@@ -212,6 +219,7 @@ class PodRecord:
             ended_at=_optional_time(item, "ended_at"),
             cost_usd=None if cost is None else Decimal(cost),
             settled_usd_per_hour=None if settled_price is None else Decimal(settled_price),
+            billed_usd_per_hour=_optional_amount(item, "billed_usd_per_hour"),
             spent_by_month={
                 str(k): Decimal(v) for k, v in dict(item.get("spent_by_month") or {}).items()
             },
@@ -237,6 +245,13 @@ class PodEntry:
     instance_id: str | None = None
     launched_at: datetime | None = None
     ended_at: datetime | None = None
+    # The rate the instance is billed at, once launched (see PodRecord).
+    billed_usd_per_hour: Decimal | None = None
+
+    @property
+    def rate_usd_per_hour(self) -> Decimal:
+        """What the pod costs an hour: its billed rate once launched, else what it holds."""
+        return self.billed_usd_per_hour or self.usd_per_hour
 
     @classmethod
     def from_item(cls, month: str, item: Mapping[str, Any]) -> PodEntry:
@@ -255,6 +270,7 @@ class PodEntry:
             instance_id=None if item.get("instance_id") is None else str(item["instance_id"]),
             launched_at=_optional_time(item, "launched_at"),
             ended_at=_optional_time(item, "ended_at"),
+            billed_usd_per_hour=_optional_amount(item, "billed_usd_per_hour"),
         )
 
 

@@ -185,6 +185,20 @@ def test_pods_are_told_apart_as_settled_running_and_launching(physics: Ledger) -
     assert pods["c"].spent_usd == Decimal("0.18")
 
 
+def test_a_spot_pod_shows_the_rate_it_is_billed_not_the_ceiling_it_holds(physics: Ledger) -> None:
+    hold(physics, "s", "ml", "1.861")  # held at the on-demand ceiling
+    physics.launched("s", "i-s", datetime(2026, 12, 20, 11, tzinfo=UTC), Decimal("0.5"))
+    hold(physics, "t", "ml", "1.861")
+    physics.launched("t", "i-t", datetime(2026, 12, 20, 9, tzinfo=UTC), Decimal("0.5"))
+    physics.settle("t", "i-t", datetime(2026, 12, 20, 9, tzinfo=UTC), NOW, Decimal("0.5"))
+
+    pods = {p.pod_uid: p for p in report_of(physics).departments[0].pods}
+
+    running, settled = pods["s"], pods["t"]
+    assert (running.usd_per_hour, running.accrued_usd) == (Decimal("0.5"), Decimal("0.5"))
+    assert (settled.usd_per_hour, settled.spent_usd) == (Decimal("0.5"), Decimal("1.5"))
+
+
 # --- periods ---
 
 
