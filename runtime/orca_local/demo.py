@@ -45,10 +45,12 @@ from orca import tags
 from orca.aws.clients import AwsClients
 from orca.aws.ec2 import Ec2, instance_from_api
 from orca.aws.logs import ContainerLogs, stream_name
+from orca.catalog import Catalog
 from orca.kube.client import api_client
 from orca.ledger import Ledger
 from orca.ledger_records import HoldState, cents
 from orca_local import services
+from orca_local.aws import LocalAwsControl
 from orca_local.binder import Binder
 from orca_local.certificates import KubeletPki, create_kubelet_pki
 from orca_local.envelope import Envelope, create_envelope
@@ -62,6 +64,8 @@ DEPARTMENT = "physics"
 CLUSTER = "campus"
 REGION = "us-east-1"
 TIMEOUT_SECONDS = 240.0
+# The example spot pod's type and the discount the emulated spot market gives it.
+DEMO_SPOT_DISCOUNTS = {"p5.48xlarge": Decimal("0.6")}
 KUBECTL = Path(sys.executable).parent / "kubectl"
 
 
@@ -154,6 +158,7 @@ class Demo:
                 f"[bold]Envelope[/] for department {DEPARTMENT}: {len(envelope.subnet_ids)} "
                 f"private subnets, launch templates {', '.join(sorted(envelope.launch_templates))}"
             )
+            self._spot_market(env["AWS_ENDPOINT_URL"], envelope)
             kube = api_client(kubeconfig)
             core = client.CoreV1Api(kube)
             stack.callback(self._clean_cluster, core, kubeconfig)
@@ -199,6 +204,26 @@ class Demo:
         env = services.up(self.state / "services", kube=self.real_cluster is None)
         stack.callback(services.down, self.state / "services")
         return env
+
+    def _spot_market(self, endpoint_url: str, envelope: Envelope) -> None:
+        """Spot prices for the example spot pod's type in the envelope's zones.
+
+        moto has no spot market; without prices a spot pod is billed at its on-demand
+        ceiling. The demo sets the kind of discount spot often has, and says so.
+        """
+        catalog = Catalog.shipped()
+        control = LocalAwsControl(endpoint_url)
+        for instance_type, discount in DEMO_SPOT_DISCOUNTS.items():
+            known = catalog.get(instance_type)
+            on_demand = known.on_demand_usd_per_hour if known else None
+            assert on_demand is not None, f"the shipped catalog prices {instance_type}"
+            price = (on_demand * (1 - discount)).quantize(Decimal("0.0001"))
+            for zone in sorted(set(envelope.subnet_zones.values())):
+                control.set_spot_price(instance_type, zone, price)
+            self.console.print(
+                f"[bold]Spot market[/] (emulated): {instance_type} at ${price}/h in every zone, "
+                f"{discount:.0%} below its on-demand ${on_demand}/h"
+            )
 
     def _kubelet_pki(self) -> KubeletPki:
         """The emulator's kubelet PKI; for a real cluster, a local one (its CA is unknown)."""
@@ -356,7 +381,7 @@ class Demo:
             time.sleep(0.5)
             records = {key: ledger.find(uid) for key, uid in uids.items()}
 
-        table = Table(title="Cost")
+        table = Table(title="Cost", caption="EC2 bills per second, with a minimum of 60 s a run")
         for column in ("pod", "type", "market", "price/h", "ran", "cost", "ledger"):
             table.add_column(column)
         for key, record in records.items():
