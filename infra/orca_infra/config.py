@@ -32,6 +32,7 @@ from pydantic import (
 
 from orca import tags
 from orca.registry_auth import IMAGE_REFERENCE
+from orca.settings import NamespaceCaps
 from orca_infra.config_types import (
     AdoptedNetwork,
     CreatedNetwork,
@@ -61,6 +62,7 @@ _STRUCTURED = (
     "capacityReservations",
     "burstNamespaces",
     "namespaceShares",
+    "namespaceCaps",
 )
 # Secret keys: read as Outputs, checked only for presence so no value reaches a message.
 _SECRET = ("kubeconfig", "kubeletTlsCert", "kubeletTlsKey", "kubeletClientCa")
@@ -129,6 +131,8 @@ class StackConfig(FrozenModel):
     # The runtime holds the budget before every launch (its cost ledger); these say how.
     # A namespace's share is a percentage of the budget, so it follows the budget.
     namespace_shares: dict[str, Decimal] = Field(default_factory=dict, alias="namespaceShares")
+    # What a namespace may run at once, e.g. {"genomics": {"instances": 10, "gpus": 16}}.
+    namespace_caps: dict[str, NamespaceCaps] = Field(default_factory=dict, alias="namespaceCaps")
     budget_when_refused: Literal["wait", "fail"] = Field(default="wait", alias="budgetWhenRefused")
     budget_over_limit: Literal["finish", "stop"] = Field(default="finish", alias="budgetOverLimit")
     budget_hard_ceiling_percent: int = Field(
@@ -210,6 +214,14 @@ class StackConfig(FrozenModel):
         bad = [n for n in value if not re.match(_DNS_LABEL, n)]
         if bad or len(set(value)) != len(value):
             raise ValueError(f"expected distinct namespace names (DNS labels), got {value}")
+        return value
+
+    @field_validator("namespace_caps")
+    @classmethod
+    def _caps_are_for_namespaces(cls, value: dict[str, NamespaceCaps]) -> dict[str, NamespaceCaps]:
+        bad = [n for n in value if not re.match(_DNS_LABEL, n)]
+        if bad:
+            raise ValueError(f"not namespace names: {', '.join(bad)}")
         return value
 
     @field_validator("namespace_shares")

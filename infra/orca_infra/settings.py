@@ -62,6 +62,13 @@ def runtime_settings(
         "ORCA_BUDGET__NAMESPACE_SHARES": json.dumps(
             {name: str(share) for name, share in config.namespace_shares.items()}, sort_keys=True
         ),
+        "ORCA_BUDGET__NAMESPACE_CAPS": json.dumps(
+            {
+                name: caps.model_dump(exclude_none=True)
+                for name, caps in config.namespace_caps.items()
+            },
+            sort_keys=True,
+        ),
         "ORCA_BUDGET__WHEN_REFUSED": config.budget_when_refused,
         "ORCA_BUDGET__OVER_LIMIT": config.budget_over_limit,
         "ORCA_BUDGET__HARD_CEILING_PERCENT": str(config.budget_hard_ceiling_percent),

@@ -52,12 +52,14 @@ from typing import Any, Literal
 
 from orca import tags
 from orca.aws.model import Instance
+from orca.catalog import Catalog
 from orca.contract import LaunchSpec
 from orca.ledger import Ledger
 from orca.ledger_records import (
     MINIMUM_BILLED_SECONDS,
     BudgetExceeded,
     HoldState,
+    PodEntry,
     PodRecord,
     cents,
     cost_usd,
@@ -70,12 +72,14 @@ from orca.ledger_records import (
 )
 from orca.metrics import Metrics
 from orca.pricing import Price, Prices, PriceUnknownError
-from orca.settings import BudgetSettings
+from orca.settings import BudgetSettings, NamespaceCaps
 
 log = logging.getLogger(__name__)
 
 # A refused pod is also tried again this soon after the month resets (clocks differ a little).
 _AFTER_RESET = timedelta(seconds=5)
+# A pod past its namespace's cap waits for another to end, which takes seconds to notice.
+CAP_RETRY_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -158,13 +162,18 @@ class Admission:
         prices: Prices,
         metrics: Metrics,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        gpus_of: Callable[[str], int] | None = None,
     ) -> None:
         self.budget = budget
         self.ledger = ledger
         self.prices = prices
         self.metrics = metrics
         self.clock = clock
+        # GPUs of an instance type, for namespace caps (the runtime's catalog).
+        self.gpus_of = gpus_of or _shipped_gpus
         self._lock = threading.Lock()
+        # Counting a capped namespace's pods and holding for one more is one step.
+        self._caps_lock = threading.Lock()
         self._running: dict[str, RunningPod] = {}
         self._state: SpendState | None = None
         self._announced: set[tuple[str, str]] = set()  # (month, pod uid)
@@ -236,21 +245,27 @@ class Admission:
                     f"and ORCA tries again every {self.budget.retry_seconds:.0f} s"
                 )
                 return Refused("PriceUnknown", message, self.budget.retry_seconds, fail=False)
-            try:
-                record = self.ledger.hold(
-                    uid,
-                    namespace,
-                    name,
-                    spec.instance_type.name,
-                    spec.market,
-                    price.usd_per_hour,
-                    bound_seconds,
-                    self.budget.monthly_usd,
-                    self.budget.namespace_limit_usd(namespace),
-                )
-            except BudgetExceeded as e:
-                self.metrics.budget_refusals(scope=e.scope).inc()
-                return self._refusal("BudgetExceeded", str(e))
+            caps = self.budget.namespace_caps.get(namespace)
+            with self._caps_lock if caps is not None else contextlib.nullcontext():
+                if caps is not None:
+                    capped = self._past_cap(uid, namespace, name, spec, caps)
+                    if capped is not None:
+                        return capped
+                try:
+                    record = self.ledger.hold(
+                        uid,
+                        namespace,
+                        name,
+                        spec.instance_type.name,
+                        spec.market,
+                        price.usd_per_hour,
+                        bound_seconds,
+                        self.budget.monthly_usd,
+                        self.budget.namespace_limit_usd(namespace),
+                    )
+                except BudgetExceeded as e:
+                    self.metrics.budget_refusals(scope=e.scope).inc()
+                    return self._refusal("BudgetExceeded", str(e))
             if self._rests_on_shipped_table(spec):
                 price_note = price.detail
 
@@ -259,6 +274,43 @@ class Admission:
         held = record.estimate_usd if record.state is HoldState.HELD else Decimal(0)
         left = max(left_after + held, Decimal(0))
         return Admitted(record, left, self.budget.monthly_usd, price_note)
+
+    def open_holds(self) -> list[PodEntry]:
+        """The pods whose hold is open, this month's and last month's: a hold stays in the
+        month it was made in until it is settled or given back."""
+        this_month = month_of(self.clock())
+        last_month = month_of(month_start(this_month) - timedelta(seconds=1))
+        return [
+            pod
+            for month in (last_month, this_month)
+            for pod in self.ledger.month_summary(month).pods
+            if pod.held_usd > 0
+        ]
+
+    def _past_cap(
+        self, uid: str, namespace: str, name: str, spec: LaunchSpec, caps: NamespaceCaps
+    ) -> Refused | None:
+        """A refusal when one more pod would take the namespace past a cap it has."""
+        mine = [p for p in self.open_holds() if p.namespace == namespace and p.pod_uid != uid]
+        instances = len(mine) + 1
+        gpus = sum(self.gpus_of(p.instance_type) for p in mine) + spec.instance_type.gpus
+        over = []
+        if caps.instances is not None and instances > caps.instances:
+            over.append(f"{len(mine)} of its {caps.instances} instances")
+        if caps.gpus is not None and spec.instance_type.gpus and gpus > caps.gpus:
+            over.append(
+                f"{gpus - spec.instance_type.gpus} of its {caps.gpus} GPUs, and "
+                f"{spec.instance_type.name} has {spec.instance_type.gpus}"
+            )
+        if not over:
+            return None
+        self.metrics.budget_refusals(scope="namespace-cap").inc()
+        message = (
+            f"{namespace}/{name} waits: namespace {namespace} runs (or is launching) "
+            f"{' and '.join(over)}. It launches when one of them ends; ORCA tries again every "
+            f"{CAP_RETRY_SECONDS:.0f} s"
+        )
+        return Refused("NamespaceCapReached", message, CAP_RETRY_SECONDS, fail=False)
 
     def _rests_on_shipped_table(self, spec: LaunchSpec) -> bool:
         """Whether the hold's price came from ORCA's shipped table, not from AWS."""
@@ -551,3 +603,8 @@ def _hold_covers(record: PodRecord, spec: LaunchSpec, bound_seconds: int) -> boo
         and record.market == spec.market
         and record.bound_seconds >= bound_seconds
     )
+
+
+def _shipped_gpus(instance_type: str) -> int:
+    known = Catalog.shipped().get(instance_type)
+    return known.gpus if known is not None else 0

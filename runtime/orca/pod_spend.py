@@ -48,8 +48,6 @@ from orca.ledger_records import (
     cents,
     cost_usd,
     duration,
-    month_of,
-    month_start,
     seconds,
     usd,
 )
@@ -209,18 +207,8 @@ class PodSpend:
         self._show_cost(pod, instance, settled, ended)
 
     def held_pods(self) -> list[PodEntry]:
-        """The pods whose hold is open, this month's and last month's: a hold stays in the
-        month it was made in until it is settled or given back."""
-        if self.admission is None:
-            return []
-        this_month = month_of(self.clock())
-        last_month = month_of(month_start(this_month) - timedelta(seconds=1))
-        return [
-            pod
-            for month in (last_month, this_month)
-            for pod in self.admission.ledger.month_summary(month).pods
-            if pod.held_usd > 0
-        ]
+        """The pods whose hold is open (see :meth:`Admission.open_holds`)."""
+        return [] if self.admission is None else self.admission.open_holds()
 
     def settle_instance(self, uid: str, instance: Instance) -> PodRecord | None:
         """Settle the ledger record of pod ``uid`` from its ``instance``, without the pod.

@@ -137,7 +137,7 @@ def build_runtime(settings: Settings, aws: AwsClients | None = None) -> Runtime:
     reports = StatusQueue(aws.sqs, settings.status_queue_url)
     catalog = CachedCatalog(aws.ec2)
     metrics = Metrics(settings.department)
-    admission = _admission(settings, aws, metrics)
+    admission = _admission(settings, aws, metrics, catalog)
     reconciler = Reconciler(
         settings=settings,
         observed=observed,
@@ -196,7 +196,9 @@ def build_runtime(settings: Settings, aws: AwsClients | None = None) -> Runtime:
     )
 
 
-def _admission(settings: Settings, aws: AwsClients, metrics: Metrics) -> Admission | None:
+def _admission(
+    settings: Settings, aws: AwsClients, metrics: Metrics, catalog: CachedCatalog
+) -> Admission | None:
     """The budget's admission on the envelope's ledger, or None when no budget is set."""
     budget = settings.budget
     if budget is None:
@@ -222,4 +224,9 @@ def _admission(settings: Settings, aws: AwsClients, metrics: Metrics) -> Admissi
         if budget.over_limit == "finish"
         else f"stop at {budget.hard_ceiling_percent}% over it",
     )
-    return Admission(budget, ledger, prices, metrics)
+    return Admission(budget, ledger, prices, metrics, gpus_of=lambda name: _gpus(catalog, name))
+
+
+def _gpus(catalog: CachedCatalog, instance_type: str) -> int:
+    known = catalog.get().get(instance_type)
+    return known.gpus if known is not None else 0

@@ -81,6 +81,15 @@ _TABLE_NAME = r"^[A-Za-z0-9_.-]{3,255}$"
 _NAMESPACE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 
+class NamespaceCaps(BaseModel):
+    """How much a namespace may run at once: instances and GPUs, each optional."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    instances: int | None = Field(default=None, ge=0)
+    gpus: int | None = Field(default=None, ge=0)
+
+
 class BudgetSettings(BaseModel):
     """The department's monthly budget, held by the cost ledger before every launch.
 
@@ -101,6 +110,8 @@ class BudgetSettings(BaseModel):
     ledger_table: str = Field(pattern=_TABLE_NAME)
     monthly_usd: Decimal = Field(gt=0, max_digits=14, decimal_places=2)
     namespace_shares: dict[str, Decimal] = Field(default_factory=dict)
+    # Caps on what a namespace runs (or is about to) at once; a pod past one waits.
+    namespace_caps: dict[str, NamespaceCaps] = Field(default_factory=dict)
     when_refused: Literal["wait", "fail"] = "wait"
     over_limit: Literal["finish", "stop"] = "finish"
     hard_ceiling_percent: Decimal = Field(default=Decimal(10), ge=0, le=1000)
@@ -108,6 +119,14 @@ class BudgetSettings(BaseModel):
     # How often the month's spend is read from the ledger for metrics and the over-limit
     # action: a Query of the month's partition each time.
     check_seconds: float = Field(default=60.0, ge=1)
+
+    @field_validator("namespace_caps")
+    @classmethod
+    def _caps_are_for_namespaces(cls, value: dict[str, NamespaceCaps]) -> dict[str, NamespaceCaps]:
+        bad_names = [n for n in value if not _NAMESPACE.match(n)]
+        if bad_names:
+            raise ValueError(f"not namespace names: {', '.join(bad_names)}")
+        return value
 
     @field_validator("namespace_shares")
     @classmethod

@@ -71,6 +71,7 @@ def test_the_runtime_holds_the_stack_budget_in_the_stack_ledger(
     run = run_stack(
         physics_with(
             namespaceShares={"default": 40},
+            namespaceCaps={"default": {"instances": 4, "gpus": 8}, "imaging": {"gpus": 2}},
             budgetWhenRefused="fail",
             budgetOverLimit="stop",
             budgetHardCeilingPercent="5",
@@ -83,6 +84,10 @@ def test_the_runtime_holds_the_stack_budget_in_the_stack_ledger(
     assert budget.ledger_table == run.outputs["ledgerTable"]
     assert budget.monthly_usd == 100000
     assert budget.namespace_limit_usd("default") == 40000
+    assert {n: (c.instances, c.gpus) for n, c in budget.namespace_caps.items()} == {
+        "default": (4, 8),
+        "imaging": (None, 2),
+    }
     assert (budget.when_refused, budget.over_limit) == ("fail", "stop")
     assert budget.hard_ceiling_usd == 105000
 

@@ -59,6 +59,8 @@ def refused(config: dict[str, Any]) -> str:
         ({"namespaceShares": {"genomics": 140}}, "orca:namespaceShares", "percentages"),
         ({"namespaceShares": {"Gen Omics": 10}}, "orca:namespaceShares", "not namespace"),
         ({"namespaceShares": "[40]"}, "orca:namespaceShares", "valid dictionary"),
+        ({"namespaceCaps": {"genomics": {"gpus": -1}}}, "orca:namespaceCaps", "greater than"),
+        ({"namespaceCaps": {"genomics": {"cpus": 4}}}, "orca:namespaceCaps", "not permitted"),
         ({"budgetWhenRefused": "queue"}, "orca:budgetWhenRefused", "'wait' or 'fail'"),
         ({"budgetOverLimit": "kill"}, "orca:budgetOverLimit", "'finish' or 'stop'"),
         (

@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 
 from orca import tags
-from orca.admission import Admission
+from orca.admission import CAP_RETRY_SECONDS, Admission
 from orca.ledger import Ledger
 from orca.ledger_records import HoldState
 from orca.metrics import Metrics
 from orca.pricing import Prices
-from orca.settings import BudgetSettings
+from orca.settings import BudgetSettings, NamespaceCaps
 from orca.workqueue import WorkQueue
 from tests.fakes.ec2 import FakeEc2
 from tests.fakes.ledger_table import FakeLedgerTable
@@ -200,6 +200,45 @@ def test_a_namespace_share_limits_its_pods_within_the_department_budget() -> Non
     assert world.ec2.calls["RunInstances"] == 0
     [message] = warnings(world)
     assert "namespace default has $1.50 left of its $1.50 share" in message
+
+
+FIRST, SECOND = "0b6f1c2e-0000-4000-8000-00000000000a", "0b6f1c2e-0000-4000-8000-00000000000b"
+
+
+def test_a_pod_past_its_namespaces_instance_cap_waits_until_one_ends() -> None:
+    world = BudgetWorld(namespace_caps={"default": NamespaceCaps(instances=1)})
+    first, second = world.create(budget_pod(FIRST)), world.create(budget_pod(SECOND))
+
+    world.reconcile(first)
+    waiting = world.reconcile(second)
+    held_while_waiting = world.ledger.find(second)
+    world.clock.now += timedelta(minutes=10)
+    world.ec2.set_state(world.instance_of(first).instance_id, "terminated")
+    world.observed.forget_pod(first)
+    world.reconcile(first)  # gone: settled, its hold no longer open
+    world.reconcile(second)
+
+    assert waiting_reason(waiting) == "NamespaceCapReached"
+    assert "namespace default runs (or is launching) 1 of its 1 instances" in warnings(world)[0]
+    assert held_while_waiting is None
+    assert world.instance_of(second).instance_type == "m7i.large"
+    assert (second, CAP_RETRY_SECONDS) in world.queue.delays
+
+
+def test_a_gpu_cap_counts_the_gpus_of_the_namespaces_pods_and_leaves_others_alone() -> None:
+    world = BudgetWorld(namespace_caps={"default": NamespaceCaps(gpus=1)})
+    world.price_list.set_price("g6e.xlarge", "us-east-1", Decimal("1.861"))
+    gpu = {"orca.research/instance-type": "g6e.xlarge"}
+    first, second = world.create(budget_pod(FIRST, **gpu)), world.create(budget_pod(SECOND, **gpu))
+    cpu = world.create(budget_pod("0b6f1c2e-0000-4000-8000-00000000000c"))
+
+    world.reconcile(first)
+    refused = world.reconcile(second)
+    world.reconcile(cpu)
+
+    assert waiting_reason(refused) == "NamespaceCapReached"
+    assert "1 of its 1 GPUs, and g6e.xlarge has 1" in warnings(world)[0]
+    assert world.ec2.calls["RunInstances"] == 2  # the first GPU pod and the CPU pod
 
 
 def test_spot_holds_the_on_demand_price_that_bounds_the_bill_and_is_billed_the_zone_price() -> None:
