@@ -80,6 +80,22 @@ log = logging.getLogger(__name__)
 _AFTER_RESET = timedelta(seconds=5)
 # A pod past its namespace's cap waits for another to end, which takes seconds to notice.
 CAP_RETRY_SECONDS = 30.0
+# How long what last month's pods may still spend this month is read for (see Carried).
+_CARRIED_FOR = timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class Carried:
+    """What pods held in the month before may still spend in ``month``, as read until
+    ``until``: in all, and per namespace."""
+
+    month: str
+    until: datetime
+    total: Decimal
+    by_namespace: Mapping[str, Decimal]
+
+    def of(self, namespace: str) -> Decimal:
+        return self.by_namespace.get(namespace, Decimal(0))
 
 
 @dataclass(frozen=True)
@@ -174,6 +190,7 @@ class Admission:
         self._lock = threading.Lock()
         # Counting a capped namespace's pods and holding for one more is one step.
         self._caps_lock = threading.Lock()
+        self._carried: Carried | None = None
         self._running: dict[str, RunningPod] = {}
         self._state: SpendState | None = None
         self._announced: set[tuple[str, str]] = set()  # (month, pod uid)
@@ -251,6 +268,7 @@ class Admission:
                     capped = self._past_cap(uid, namespace, name, spec, caps)
                     if capped is not None:
                         return capped
+                carried = self._carried_over()
                 try:
                     record = self.ledger.hold(
                         uid,
@@ -262,6 +280,8 @@ class Admission:
                         bound_seconds,
                         self.budget.monthly_usd,
                         self.budget.namespace_limit_usd(namespace),
+                        carried_usd=carried.total,
+                        namespace_carried_usd=carried.of(namespace),
                     )
                 except BudgetExceeded as e:
                     self.metrics.budget_refusals(scope=e.scope).inc()
@@ -270,10 +290,46 @@ class Admission:
                 price_note = price.detail
 
         summary = self.ledger.month_summary(record.hold_month)
-        left_after = self.budget.monthly_usd - summary.committed_usd
+        carried_in = (
+            self._carried_over().total if record.hold_month == month_of(self.clock()) else 0
+        )
+        left_after = self.budget.monthly_usd - summary.committed_usd - carried_in
         held = record.estimate_usd if record.state is HoldState.HELD else Decimal(0)
         left = max(left_after + held, Decimal(0))
         return Admitted(record, left, self.budget.monthly_usd, price_note)
+
+    def _carried_over(self) -> Carried:
+        """What pods held in the month before may still spend in this one.
+
+        Their holds count in their own month, so without this a pod admitted late in one
+        month would not count against the next. Each such hold keeps the part of its
+        bound that falls in this month (at its held price) free of this month's limit,
+        until it is settled and its real spend here counts instead. Read at most once a
+        minute: the figure only falls as those pods end, so an older one errs on the safe
+        side.
+        """
+        now = self.clock()
+        cached = self._carried
+        if cached is not None and cached.month == month_of(now) and now < cached.until:
+            return cached
+        month = month_of(now)
+        start = month_start(month)
+        before = month_of(start - timedelta(seconds=1))
+        total, by_namespace = Decimal(0), dict[str, Decimal]()
+        for pod in self.ledger.month_summary(before).pods:
+            if pod.held_usd <= 0:
+                continue
+            record = self.ledger.find(pod.pod_uid)
+            if record is None or record.state is not HoldState.HELD:
+                continue
+            bound_end = record.held_at + timedelta(seconds=record.bound_seconds)
+            if bound_end <= start:
+                continue
+            part = min(cost_usd(record.usd_per_hour, seconds(bound_end - start)), pod.held_usd)
+            total += part
+            by_namespace[record.namespace] = by_namespace.get(record.namespace, Decimal(0)) + part
+        self._carried = Carried(month, now + _CARRIED_FOR, total, by_namespace)
+        return self._carried
 
     def open_holds(self) -> list[PodEntry]:
         """The pods whose hold is open, this month's and last month's: a hold stays in the

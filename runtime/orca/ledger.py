@@ -59,6 +59,7 @@ import random
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -238,8 +239,14 @@ class Ledger:
         limit_usd: Decimal,
         namespace_limit_usd: Decimal | None = None,
         month: str | None = None,
+        carried_usd: Decimal = Decimal(0),
+        namespace_carried_usd: Decimal = Decimal(0),
     ) -> PodRecord:
         """Hold the pod's estimate against the month's limits; raises BudgetExceeded.
+
+        ``carried_usd`` (and ``namespace_carried_usd``) is what pods held in the month
+        before may still spend in this one: it is kept free of the limit, since those
+        holds count in their own month.
 
         A pod that already holds (a retried call, a restarted runtime) gets its record
         back unchanged, as does a settled one (check ``state``: it must not launch
@@ -267,18 +274,10 @@ class Ledger:
         }
         what = f"{instance_type} {market} for {duration(bound_seconds)}"
         context = f"holding budget for {namespace}/{name} ({what})"
-        record = self._retrying(
-            context, lambda: self._hold_once(request, limit_usd, namespace_limit_usd, what)
-        )
-        return record
+        limits = _Limits(limit_usd, namespace_limit_usd, carried_usd, namespace_carried_usd)
+        return self._retrying(context, lambda: self._hold_once(request, limits, what))
 
-    def _hold_once(
-        self,
-        request: dict[str, Any],
-        limit_usd: Decimal,
-        namespace_limit_usd: Decimal | None,
-        what: str,
-    ) -> PodRecord:
+    def _hold_once(self, request: dict[str, Any], limits: _Limits, what: str) -> PodRecord:
         uid, pod = request["pod_uid"], f"{request['namespace']}/{request['name']}"
         existing = self.find(uid)
         if existing is not None and existing.state is not HoldState.RELEASED:
@@ -302,11 +301,12 @@ class Ledger:
         month, estimate = request["hold_month"], request["estimate_usd"]
         held = {"held_usd": estimate, "committed_usd": estimate}
         stamp = {"updated_at": request["held_at"]}
+        limit_usd, namespace_limit_usd = limits.department, limits.namespace
         total = Update(
             self._total_key(month),
             set={**stamp, "limit_usd": usd(limit_usd)},
             add=held,
-            at_most=("committed_usd", usd(limit_usd) - estimate),
+            at_most=("committed_usd", usd(limit_usd) - limits.carried - estimate),
         )
         namespace_set: dict[str, Any] = {**stamp, "namespace": request["namespace"]}
         if namespace_limit_usd is not None:
@@ -318,7 +318,10 @@ class Ledger:
             at_most=(
                 None
                 if namespace_limit_usd is None
-                else ("committed_usd", usd(namespace_limit_usd) - estimate)
+                else (
+                    "committed_usd",
+                    usd(namespace_limit_usd) - limits.namespace_carried - estimate,
+                )
             ),
         )
         part = Update(
@@ -330,7 +333,7 @@ class Ledger:
         try:
             self._table.transact([record_write, total, namespace, part], f"holding for {pod}")
         except TransactionCancelled as e:
-            self._refusal(e, request, what, limit_usd, namespace_limit_usd)
+            self._refusal(e, request, what, limits)
             raise
         log.info(
             "held %s for %s (%s at %s/h) in %s",
@@ -344,12 +347,7 @@ class Ledger:
         return PodRecord.from_item(item)
 
     def _refusal(
-        self,
-        e: TransactionCancelled,
-        request: dict[str, Any],
-        what: str,
-        limit_usd: Decimal,
-        namespace_limit_usd: Decimal | None,
+        self, e: TransactionCancelled, request: dict[str, Any], what: str, limits: _Limits
     ) -> None:
         """Raise what a cancelled hold means; return if it only needs another try."""
         if e.retryable:
@@ -357,12 +355,12 @@ class Ledger:
         record, total, namespace = e.reasons[0], e.reasons[1], e.reasons[2]
         if record.condition_failed:
             raise _Raced() from e
-        for reason, scope, limit in (
-            (total, "department", limit_usd),
-            (namespace, "namespace", namespace_limit_usd),
+        for reason, scope, limit, carried in (
+            (total, "department", limits.department, limits.carried),
+            (namespace, "namespace", limits.namespace, limits.namespace_carried),
         ):
             if reason.condition_failed and limit is not None:
-                committed = Decimal((reason.item or {}).get("committed_usd", 0))
+                committed = Decimal((reason.item or {}).get("committed_usd", 0)) + carried
                 refusal = BudgetExceeded(
                     scope="department" if scope == "department" else "namespace",
                     department=self.department,
@@ -373,6 +371,7 @@ class Ledger:
                     asked_usd=request["estimate_usd"],
                     committed_usd=committed,
                     limit_usd=usd(limit),
+                    carried_usd=carried,
                 )
                 log.info("%s", refusal, extra={"pod_uid": request["pod_uid"]})
                 raise refusal from e
@@ -616,6 +615,16 @@ class Ledger:
         raise LedgerBusy(
             f"{context}: {self._attempts} attempts met concurrent writes; try again later"
         ) from last
+
+
+@dataclass(frozen=True)
+class _Limits:
+    """A hold's limits, and what pods of the month before keep of each (see hold)."""
+
+    department: Decimal
+    namespace: Decimal | None
+    carried: Decimal
+    namespace_carried: Decimal
 
 
 class _Writes:

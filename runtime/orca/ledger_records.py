@@ -356,6 +356,7 @@ class BudgetExceeded(LedgerError):
         asked_usd: Decimal,
         committed_usd: Decimal,
         limit_usd: Decimal,
+        carried_usd: Decimal = Decimal(0),
     ) -> None:
         self.scope: Scope = scope
         self.department = department
@@ -375,8 +376,13 @@ class BudgetExceeded(LedgerError):
             budget = f"{cents(limit_usd)} share of the {department} department's budget"
             fix = f"raising namespace {namespace}'s share in the {department} stack"
         resets = iso(month_start(next_month(month)))
+        carried = (
+            f", {cents(carried_usd)} of it by pods launched the month before"
+            if carried_usd > 0
+            else ""
+        )
         super().__init__(
             f"{what} for {pod} would hold {cents(asked_usd)}, but {whose} {budget} for "
-            f"{month} ({cents(committed_usd)} spent or held). It can launch when the month "
-            f"resets ({resets}), after {fix}, or with a shorter orca.research/max-lifetime."
+            f"{month} ({cents(committed_usd)} spent or held{carried}). It can launch when the "
+            f"month resets ({resets}), after {fix}, or with a shorter orca.research/max-lifetime."
         )

@@ -241,6 +241,24 @@ def test_a_gpu_cap_counts_the_gpus_of_the_namespaces_pods_and_leaves_others_alon
     assert world.ec2.calls["RunInstances"] == 2  # the first GPU pod and the CPU pod
 
 
+def test_a_pod_admitted_late_in_a_month_keeps_its_part_of_the_next_month_free() -> None:
+    world = BudgetWorld(monthly_usd=Decimal(10))
+    world.clock.now = datetime(2026, 12, 31, 23, 0, tzinfo=UTC)
+    # Held in December for 4h02m ($7.26): 3h02m of it ($5.46) may be spent in January.
+    late = world.create(budget_pod(FIRST, **{"orca.research/max-lifetime": "4h"}))
+    world.reconcile(late)
+    world.clock.now = datetime(2027, 1, 1, 0, 10, tzinfo=UTC)
+
+    januarys = [f"0b6f1c2e-0000-4000-8000-00000000001{n}" for n in range(4)]
+    for uid in januarys:  # each holds $1.80 for an hour
+        world.create(budget_pod(uid))
+        world.reconcile(uid)
+
+    launched = [uid for uid in januarys if world.ledger.find(uid) is not None]
+    assert len(launched) == 2  # $3.60 + $5.46 fits in $10; a third would not
+    assert "$5.46 of it by pods launched the month before" in warnings(world)[-1]
+
+
 def test_spot_holds_the_on_demand_price_that_bounds_the_bill_and_is_billed_the_zone_price() -> None:
     world = BudgetWorld(monthly_usd=PRICE)
     for zone in ("us-east-1a", "us-east-1b"):
