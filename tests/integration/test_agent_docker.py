@@ -153,7 +153,9 @@ def test_two_containers_run_together_after_their_init_container_and_both_log(
     (fetch,) = final.init_containers
     assert [c.name for c in final.containers] == ["align", "stats"]
     assert all(c.exit_code == 0 and c.reason == "Completed" for c in final.containers)
-    assert all(fetch.finished_at <= c.started_at for c in final.containers)  # type: ignore[operator]
+    starts = [c.started_at for c in final.containers]
+    assert fetch.finished_at is not None and None not in starts
+    assert all(fetch.finished_at <= start for start in starts if start is not None)
     assert log_lines(aws_clients, config, "fetch") == ["fetched"]
     assert log_lines(aws_clients, config, "align") == ["chunk-17"]
     assert log_lines(aws_clients, config, "stats") == ["9"]
