@@ -233,7 +233,9 @@ class Admission:
         # waited): a hold for one instance type must not pay for another.
         record = self.ledger.find(uid)
         bound_seconds = max(math.ceil(bound.total_seconds()), MINIMUM_BILLED_SECONDS)
-        if record is not None and not _hold_covers(record, spec, bound_seconds):
+        if record is not None and not _hold_covers(
+            record, spec, bound_seconds, lambda: self._price_or_none(spec)
+        ):
             log.info(
                 "pod %s/%s now asks for %s %s for %ds; its hold for %s %s is given back and "
                 "a new one taken",
@@ -368,6 +370,13 @@ class Admission:
         )
         return Refused("NamespaceCapReached", message, CAP_RETRY_SECONDS, fail=False)
 
+    def _price_or_none(self, spec: LaunchSpec) -> Decimal | None:
+        """The hold price for ``spec`` now; None when it cannot be priced (kept as held)."""
+        try:
+            return self.hold_price(spec).usd_per_hour
+        except PriceUnknownError:
+            return None
+
     def _rests_on_shipped_table(self, spec: LaunchSpec) -> bool:
         """Whether the hold's price came from ORCA's shipped table, not from AWS."""
         if spec.market == "spot" and spec.max_spot_price is not None:
@@ -453,7 +462,7 @@ class Admission:
         record = self.ledger.find(uid)
         if record is None or record.state is not HoldState.HELD:
             return
-        price = Decimal(annotated) if annotated else record.usd_per_hour
+        price = Decimal(annotated) if annotated else _billed_rate(record)
         self._remember(uid, record, price, instance.launch_time)
 
     def _remember(self, uid: str, record: PodRecord, price: Decimal, launched: datetime) -> None:
@@ -490,7 +499,8 @@ class Admission:
         if record.state is HoldState.SETTLED:
             self._forget(pod_uid)
             return record
-        price = usd_per_hour if usd_per_hour is not None else record.usd_per_hour
+        # After a restart the rate noted at launch is the ledger's, not this process's.
+        price = usd_per_hour if usd_per_hour is not None else _billed_rate(record)
         ended = max(ended_at, instance.launch_time)
         settled = self.ledger.settle(
             pod_uid, instance.instance_id, instance.launch_time, ended, usd(price)
@@ -646,19 +656,33 @@ class BudgetWatch:
             self._stop.wait(interval)
 
 
-def _hold_covers(record: PodRecord, spec: LaunchSpec, bound_seconds: int) -> bool:
-    """Whether an open hold still bounds what the pod would launch now.
+def _hold_covers(
+    record: PodRecord,
+    spec: LaunchSpec,
+    bound_seconds: int,
+    price_now: Callable[[], Decimal | None],
+) -> bool:
+    """Whether an open hold still bounds what the pod would launch now: the same type and
+    market, a bound as long, and a price as high (a raised max spot price is billed).
 
     Only a hold without an instance can be traded in: once an instance runs, the hold is
     that instance's, whatever the pod says now.
     """
     if record.state is not HoldState.HELD or record.instance_id is not None:
         return True
-    return (
-        record.instance_type == spec.instance_type.name
-        and record.market == spec.market
-        and record.bound_seconds >= bound_seconds
-    )
+    if (
+        record.instance_type != spec.instance_type.name
+        or record.market != spec.market
+        or record.bound_seconds < bound_seconds
+    ):
+        return False
+    price = price_now()
+    return price is None or record.usd_per_hour >= usd(price)
+
+
+def _billed_rate(record: PodRecord) -> Decimal:
+    """The rate the ledger noted at launch, else the held one (the most it is billed)."""
+    return record.billed_usd_per_hour or record.usd_per_hour
 
 
 def _shipped_gpus(instance_type: str) -> int:

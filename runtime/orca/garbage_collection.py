@@ -118,8 +118,13 @@ class GarbageCollector:
                 uid,
             )
             # Settled once its instance has ended, given back if it had none; until then
-            # the pod stays a suspect and is tried again.
-            self.holds.settle(uid, None)
+            # the pod stays a suspect and is tried again, as it is when settling fails.
+            try:
+                self.holds.settle(uid, None)
+            except Exception:  # the ledger or EC2 busy: the other holds still get their turn
+                log.exception(
+                    "settling the hold of %s/%s failed; trying again", held.namespace, held.name
+                )
         self._hold_suspects = seen
 
     def _pod_exists(self, instance: Instance) -> bool:

@@ -59,6 +59,10 @@ log = logging.getLogger(__name__)
 
 # How often a running pod's accrued cost annotation is brought up to date.
 COST_REFRESH = timedelta(minutes=5)
+# EC2 lists a terminated instance for about an hour after it ends (DescribeInstances).
+EC2_LISTS_ENDED = timedelta(hours=1)
+# What the ledger names an instance it charges for without knowing its id.
+UNLISTED_INSTANCE = "unknown: EC2 no longer lists it"
 
 
 class PodSpend:
@@ -186,7 +190,9 @@ class PodSpend:
         else:
             # A runtime stopped between the launch and noting it: the tags know the instance.
             found = self.ec2.list_instances({tags.POD_UID: uid}, include_terminated=True)
-        if not found and record.instance_id and record.launched_at:
+        if not found and (record.instance_id or self.clock() - record.held_at > EC2_LISTS_ENDED):
+            # Noted as launched, or held so long ago that EC2 would no longer list an
+            # instance that ran and ended: it may have run, so it is charged, not released.
             found = [self._unlisted(record)]
         if not found:
             log.info("pod %s never had an instance; giving its hold back", record.pod)
@@ -244,25 +250,25 @@ class PodSpend:
         """The instance of a record whose instance EC2 no longer lists.
 
         EC2 lists a terminated instance for about an hour only; a runtime down longer
-        knows its launch from the record, and its end no later than the hold's bound (the
-        bootstrap powers it off by then), which over-counts rather than under.
+        knows its launch from the record (else takes the hold's time), and its end no
+        later than the hold's bound (the bootstrap powers it off by then), which
+        over-counts rather than under.
         """
-        assert record.instance_id is not None and record.launched_at is not None
         bound_end = record.held_at + timedelta(seconds=record.bound_seconds)
         ended = min(self._end_of_unlisted(record.pod_uid), bound_end)
         log.warning(
             "pod %s: EC2 no longer lists %s; settling it as ended at %s, the latest its hold "
             "allowed",
             record.pod,
-            record.instance_id,
+            record.instance_id or "its instance",
             pod_status.timestamp(ended),
         )
         return Instance(
-            instance_id=record.instance_id,
+            instance_id=record.instance_id or UNLISTED_INSTANCE,
             instance_type=record.instance_type,
             state="terminated",
             availability_zone="",
-            launch_time=record.launched_at,
+            launch_time=record.launched_at or record.held_at,
             tags={tags.POD_UID: record.pod_uid},
             spot=record.market == "spot",
             ended_at=ended,

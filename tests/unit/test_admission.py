@@ -13,6 +13,8 @@ import pytest
 
 from orca import tags
 from orca.admission import CAP_RETRY_SECONDS, Admission
+from orca.catalog import Catalog
+from orca.contract import resolve_launch
 from orca.ledger import Ledger
 from orca.ledger_records import HoldState
 from orca.metrics import Metrics
@@ -270,6 +272,67 @@ def test_spot_holds_the_on_demand_price_that_bounds_the_bill_and_is_billed_the_z
     record = world.ledger.find(uid)
     assert record is not None and record.usd_per_hour == PRICE
     assert stored["metadata"]["annotations"][tags.PRICE_ANNOTATION] == "0.600000"
+
+
+def test_a_waiting_spot_pod_whose_max_price_was_raised_holds_at_the_new_price() -> None:
+    world = BudgetWorld()
+    # Below m7i.large's shipped on-demand $0.1008/h, the ceiling the contract allows.
+    spot = {"orca.research/launch-type": "spot", "orca.research/max-spot-price": "0.05"}
+    world.ec2.fail_next("RunInstances", "SpotMaxPriceTooLow", times=2)
+    uid = world.create(budget_pod(**spot))
+    world.reconcile(uid)
+    world.reconcile(uid)  # too low in both zones: it waits, holding at $0.05/h
+
+    stored = world.pods.pods[uid]
+    stored["metadata"]["annotations"]["orca.research/max-spot-price"] = "0.09"
+    world.observed.remember_pod(copy.deepcopy(stored))
+    world.reconcile(uid)
+
+    record = world.ledger.find(uid)
+    assert record is not None and (record.usd_per_hour, record.generation) == (
+        Decimal("0.09"),
+        2,
+    )
+    request = world.ec2.request_of(world.instance_of(uid).instance_id)
+    assert request.max_spot_price == Decimal("0.09")
+    assert world.ledger.month_summary().committed_usd == record.estimate_usd
+
+
+def test_a_restarted_runtime_settles_a_spot_pod_at_the_rate_noted_at_its_launch() -> None:
+    world = BudgetWorld()
+    for zone in ("us-east-1a", "us-east-1b"):
+        world.spot.set_price("m7i.large", zone, Decimal("0.60"), world.clock.now)
+    uid = world.create(budget_pod(**{"orca.research/launch-type": "spot"}))
+    world.reconcile(uid)
+    restarted = world.restarted()
+    world.clock.now += timedelta(minutes=30)
+    world.ec2.set_state(world.instance_of(uid).instance_id, "terminated")
+
+    restarted.reconciler.spend.settle(uid, None)  # as the garbage collector asks
+
+    settled = world.ledger.find(uid)
+    assert settled is not None and settled.state is HoldState.SETTLED
+    assert (settled.settled_usd_per_hour, settled.cost_usd) == (Decimal("0.6"), Decimal("0.3"))
+
+
+def test_a_hold_without_an_instance_held_long_before_ec2_could_list_it_is_charged() -> None:
+    world = BudgetWorld()
+    uid = world.create(budget_pod())
+    # A runtime that died between RunInstances and noting the instance, long ago.
+    world.admission.admit(world.pods.pods[uid], _spec_of(world, uid), timedelta(hours=1))
+    world.clock.now += timedelta(hours=3)
+
+    world.restarted().reconciler.spend.settle(uid, None)
+
+    settled = world.ledger.find(uid)
+    assert settled is not None and settled.state is HoldState.SETTLED
+    assert settled.cost_usd == PRICE  # its whole bound: the most it could have cost
+
+
+def _spec_of(world: BudgetWorld, uid: str) -> Any:
+    return resolve_launch(
+        world.pods.pods[uid], world.settings, Catalog.shipped(), ["us-east-1a", "us-east-1b"]
+    )
 
 
 def test_the_ledger_settles_what_the_instance_really_ran_and_the_pod_shows_it() -> None:

@@ -112,3 +112,20 @@ def test_the_ledger_is_read_once_a_minute_not_on_every_instance_pass() -> None:
 
     assert holds.reads == 1
     assert holds.settled == []
+
+
+def test_a_hold_that_cannot_be_settled_now_does_not_keep_the_others_waiting() -> None:
+    class Busy(Holds):
+        def settle(self, uid: str, pod: Any) -> None:
+            if uid == "uid-busy":
+                raise ConnectionError("the ledger is busy")
+            super().settle(uid, pod)
+
+    holds, pods, clock = Busy(held("uid-busy", "a"), held("uid-gone", "b")), Pods(), Clock()
+    gc = collector(holds, pods, clock)
+
+    for _ in range(3):
+        gc.sweep([], known_pod_uids=set())
+        clock.now += 60
+
+    assert holds.settled == ["uid-gone", "uid-gone"]
