@@ -58,6 +58,7 @@ from orca.ledger import Ledger
 from orca.ledger_records import (
     MINIMUM_BILLED_SECONDS,
     BudgetExceeded,
+    Carryover,
     HoldState,
     PodEntry,
     PodRecord,
@@ -80,22 +81,8 @@ log = logging.getLogger(__name__)
 _AFTER_RESET = timedelta(seconds=5)
 # A pod past its namespace's cap waits for another to end, which takes seconds to notice.
 CAP_RETRY_SECONDS = 30.0
-# How long what last month's pods may still spend this month is read for (see Carried).
+# How long what last month's pods may still spend this month is read for (Carryover).
 _CARRIED_FOR = timedelta(minutes=1)
-
-
-@dataclass(frozen=True)
-class Carried:
-    """What pods held in the month before may still spend in ``month``, as read until
-    ``until``: in all, and per namespace."""
-
-    month: str
-    until: datetime
-    total: Decimal
-    by_namespace: Mapping[str, Decimal]
-
-    def of(self, namespace: str) -> Decimal:
-        return self.by_namespace.get(namespace, Decimal(0))
 
 
 @dataclass(frozen=True)
@@ -190,7 +177,8 @@ class Admission:
         self._lock = threading.Lock()
         # Counting a capped namespace's pods and holding for one more is one step.
         self._caps_lock = threading.Lock()
-        self._carried: Carried | None = None
+        self._carried: Carryover | None = None
+        self._carried_until = datetime.min.replace(tzinfo=UTC)
         self._running: dict[str, RunningPod] = {}
         self._state: SpendState | None = None
         self._announced: set[tuple[str, str]] = set()  # (month, pod uid)
@@ -282,7 +270,7 @@ class Admission:
                         bound_seconds,
                         self.budget.monthly_usd,
                         self.budget.namespace_limit_usd(namespace),
-                        carried_usd=carried.total,
+                        carried_usd=carried.total_usd,
                         namespace_carried_usd=carried.of(namespace),
                     )
                 except BudgetExceeded as e:
@@ -293,44 +281,26 @@ class Admission:
 
         summary = self.ledger.month_summary(record.hold_month)
         carried_in = (
-            self._carried_over().total if record.hold_month == month_of(self.clock()) else 0
+            self._carried_over().total_usd if record.hold_month == month_of(self.clock()) else 0
         )
         left_after = self.budget.monthly_usd - summary.committed_usd - carried_in
         held = record.estimate_usd if record.state is HoldState.HELD else Decimal(0)
         left = max(left_after + held, Decimal(0))
         return Admitted(record, left, self.budget.monthly_usd, price_note)
 
-    def _carried_over(self) -> Carried:
-        """What pods held in the month before may still spend in this one.
+    def _carried_over(self) -> Carryover:
+        """What pods held last month may still spend in this one (:class:`Carryover`).
 
-        Their holds count in their own month, so without this a pod admitted late in one
-        month would not count against the next. Each such hold keeps the part of its
-        bound that falls in this month (at its held price) free of this month's limit,
-        until it is settled and its real spend here counts instead. Read at most once a
-        minute: the figure only falls as those pods end, so an older one errs on the safe
-        side.
+        Read at most once a minute: the figure only falls as those pods end, so an older
+        one errs on the safe side.
         """
         now = self.clock()
-        cached = self._carried
-        if cached is not None and cached.month == month_of(now) and now < cached.until:
-            return cached
         month = month_of(now)
-        start = month_start(month)
-        before = month_of(start - timedelta(seconds=1))
-        total, by_namespace = Decimal(0), dict[str, Decimal]()
-        for pod in self.ledger.month_summary(before).pods:
-            if pod.held_usd <= 0:
-                continue
-            record = self.ledger.find(pod.pod_uid)
-            if record is None or record.state is not HoldState.HELD:
-                continue
-            bound_end = record.held_at + timedelta(seconds=record.bound_seconds)
-            if bound_end <= start:
-                continue
-            part = min(cost_usd(record.usd_per_hour, seconds(bound_end - start)), pod.held_usd)
-            total += part
-            by_namespace[record.namespace] = by_namespace.get(record.namespace, Decimal(0)) + part
-        self._carried = Carried(month, now + _CARRIED_FOR, total, by_namespace)
+        cached = self._carried
+        if cached is not None and cached.month == month and now < self._carried_until:
+            return cached
+        self._carried = self.ledger.carried_into(month)
+        self._carried_until = now + _CARRIED_FOR
         return self._carried
 
     def open_holds(self) -> list[PodEntry]:
@@ -543,7 +513,10 @@ class Admission:
 
         self.metrics.spent_usd.set(float(spent))
         self.metrics.budget_usd.set(float(limit))
-        self.metrics.remaining_usd.set(float(max(limit - summary.committed_usd, Decimal(0))))
+        # What new holds may take: the budget less this month's spend and holds, and less
+        # what pods admitted last month may still spend in this one (as admission counts).
+        left = limit - summary.committed_usd - self._carried_over().total_usd
+        self.metrics.remaining_usd.set(float(max(left, Decimal(0))))
         self.metrics.burn_usd_per_hour.set(float(sum(p.usd_per_hour for p in running.values())))
         for namespace, amount in by_namespace.items():
             self.metrics.namespace_spent_usd.labels(

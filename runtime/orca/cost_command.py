@@ -70,7 +70,7 @@ Where it reads (flag, else environment variable): --table/ORCA_LEDGER_TABLE (els
 ORCA_BUDGET__LEDGER_TABLE, as the runtime reads it),
 --cluster/ORCA_CLUSTER_NAME, --department/ORCA_DEPARTMENT, --region/ORCA_REGION (else
 AWS_REGION). AWS credentials come from boto3's usual chain, AWS_ENDPOINT_URL included.
-The caller needs dynamodb:Query on each ledger table.
+The caller needs dynamodb:Query and dynamodb:GetItem on each ledger table.
 """
 
 
@@ -244,7 +244,7 @@ def explain(error: AwsError, source: LedgerSource) -> str:
             f"({error.aws_message})"
         )
     if is_denied(error):
-        needs = "dynamodb:Query on the table"
+        needs = "dynamodb:Query and dynamodb:GetItem on the table"
         if "kms" in error.aws_message.lower():
             needs = "kms:Decrypt on the stack's KMS key, which encrypts the table"
         return (

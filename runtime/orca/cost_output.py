@@ -23,8 +23,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from orca.cost_report import CostReport, DepartmentCost, NamespaceCost, PodCost
-from orca.ledger_records import USD_QUANTUM, HoldState, MonthSummary, cents, iso, seconds
+from orca.cost_report import CostReport, DepartmentCost, MonthCost, NamespaceCost, PodCost
+from orca.ledger_records import USD_QUANTUM, HoldState, cents, iso, seconds
 
 SCHEMA = "orca.cost/v1"
 _NOTHING = "-"
@@ -78,13 +78,15 @@ def _department_json(department: DepartmentCost) -> dict[str, Any]:
     }
 
 
-def _month_json(month: MonthSummary) -> dict[str, Any]:
+def _month_json(month: MonthCost) -> dict[str, Any]:
     return {
         "month": month.month,
         "spent_usd": amount(month.spent_usd),
         "held_usd": amount(month.held_usd),
         "committed_usd": amount(month.committed_usd),
         "budget_usd": amount(month.limit_usd),
+        # What pods admitted the month before may still spend in this one.
+        "carried_in_usd": amount(month.carried_usd),
         "left_usd": amount(month.left_usd),
     }
 

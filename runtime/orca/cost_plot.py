@@ -47,7 +47,7 @@ def write_plot(report: CostReport, path: Path, now: datetime) -> None:
     axes = figure.add_subplot()
 
     # Settled spend: one cumulative curve per department, stacked, from 0 on the 1st.
-    series = [daily_spend(d.months[0], now) for d in report.departments]
+    series = [daily_spend(d.months[0].summary, now) for d in report.departments]
     ends = [_day_end(day, now, after) for day in series[0].days] if series else []
     x = [_at(first), *(_at(end) for end in ends)]
     stacked = [0.0] * len(x)

@@ -16,7 +16,9 @@ and are kept in two columns that never mix:
 ``committed`` is spent + held, what admission compares with the budget. The budget of
 a department is the monthly limit its last hold was checked against (the ledger keeps
 it per month), so a month that has seen no hold has no known budget; a period's budget
-and what is ``left`` are those of the whole months it touches.
+and what is ``left`` are those of the whole months it touches. What is left of a month
+also keeps out what pods admitted the month before may still spend in it
+(:class:`~orca.ledger_records.Carryover`), as admission does.
 
 Amounts are :class:`~decimal.Decimal` USD at the ledger's precision (1e-6 USD);
 :mod:`orca.cost_output` renders them, :mod:`orca.cost_plot` draws the month.
@@ -24,7 +26,7 @@ Amounts are :class:`~decimal.Decimal` USD at the ledger's precision (1e-6 USD);
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -33,6 +35,7 @@ from typing import Protocol
 from orca.ledger_records import (
     MINIMUM_BILLED_SECONDS,
     USD_QUANTUM,
+    Carryover,
     HoldState,
     MonthSummary,
     NamespaceSummary,
@@ -179,6 +182,58 @@ class NamespaceCost:
 
 
 @dataclass(frozen=True)
+class MonthCost:
+    """A whole month of a department as the ledger has it, with what last month carries in."""
+
+    summary: MonthSummary
+    carried: Carryover
+
+    @property
+    def month(self) -> str:
+        return self.summary.month
+
+    @property
+    def spent_usd(self) -> Decimal:
+        return self.summary.spent_usd
+
+    @property
+    def held_usd(self) -> Decimal:
+        return self.summary.held_usd
+
+    @property
+    def committed_usd(self) -> Decimal:
+        return self.summary.committed_usd
+
+    @property
+    def limit_usd(self) -> Decimal | None:
+        return self.summary.limit_usd
+
+    @property
+    def carried_usd(self) -> Decimal:
+        return self.carried.total_usd
+
+    @property
+    def left_usd(self) -> Decimal | None:
+        """What new holds may still take: what admission would find left."""
+        if self.limit_usd is None:
+            return None
+        return max(self.limit_usd - self.committed_usd - self.carried_usd, _ZERO)
+
+    def namespace_share_usd(self, name: str) -> Decimal | None:
+        found = self._namespace(name)
+        return None if found is None else found.limit_usd
+
+    def namespace_left_usd(self, name: str) -> Decimal | None:
+        found = self._namespace(name)
+        if found is None or found.limit_usd is None:
+            return None
+        return max(found.limit_usd - found.committed_usd - self.carried.of(name), _ZERO)
+
+    def _namespace(self, name: str) -> NamespaceSummary | None:
+        return next((n for n in self.summary.namespaces if n.namespace == name), None)
+
+
+@dataclass(frozen=True)
 class DepartmentCost:
     """A department in the period, with the ledger's whole-month figures in ``months``."""
 
@@ -188,7 +243,7 @@ class DepartmentCost:
     spent_usd: Decimal
     held_usd: Decimal
     namespaces: tuple[NamespaceCost, ...]
-    months: tuple[MonthSummary, ...]
+    months: tuple[MonthCost, ...]
 
     @property
     def committed_usd(self) -> Decimal:
@@ -255,6 +310,8 @@ class MonthReader(Protocol):
 
     def month_summary(self, month: str | None = None) -> MonthSummary: ...
 
+    def carried_into(self, month: str) -> Carryover: ...
+
 
 def build_report(
     ledgers: Sequence[tuple[str, MonthReader]], period: Period, now: datetime
@@ -266,7 +323,10 @@ def build_report(
             ledger.department,
             table,
             period,
-            [ledger.month_summary(month) for month in period.months],
+            [
+                MonthCost(ledger.month_summary(month), ledger.carried_into(month))
+                for month in period.months
+            ],
             now,
         )
         for table, ledger in ledgers
@@ -279,26 +339,27 @@ def department_cost(
     department: str,
     table: str,
     period: Period,
-    months: Sequence[MonthSummary],
+    months: Sequence[MonthCost],
     now: datetime,
 ) -> DepartmentCost:
     """One department's figures for ``period`` from its summaries of the months it touches."""
     pods: dict[str, list[tuple[PodEntry, Decimal, Decimal]]] = {}
-    for summary in months:
-        for entry in summary.pods:
+    for month in months:
+        for entry in month.summary.pods:
             spent, secs = spent_in(entry, period.start, period.end)
             pods.setdefault(entry.pod_uid, []).append((entry, spent, secs))
 
     costs = [_pod_cost(department, parts, now) for parts in pods.values()]
     counted = [c for c in costs if c.spent_usd or c.held_usd]
-    names = {n.namespace for m in months for n in m.namespaces} | {c.namespace for c in counted}
+    names = {n.namespace for m in months for n in m.summary.namespaces}
+    names |= {c.namespace for c in counted}
     namespaces = tuple(
         NamespaceCost(
             namespace=name,
             spent_usd=sum((c.spent_usd for c in mine), _ZERO),
             held_usd=sum((c.held_usd for c in mine), _ZERO),
-            share_usd=_sum_known(_namespace_in(m, name, lambda n: n.limit_usd) for m in months),
-            left_usd=_sum_known(_namespace_in(m, name, _share_left) for m in months),
+            share_usd=_sum_known(m.namespace_share_usd(name) for m in months),
+            left_usd=_sum_known(m.namespace_left_usd(name) for m in months),
             pods=tuple(sorted(mine, key=lambda c: (c.name, c.pod_uid))),
         )
         for name in sorted(names)
@@ -313,19 +374,6 @@ def department_cost(
         namespaces=namespaces,
         months=tuple(months),
     )
-
-
-def _namespace_in(
-    month: MonthSummary, name: str, figure: Callable[[NamespaceSummary], Decimal | None]
-) -> Decimal | None:
-    found = next((n for n in month.namespaces if n.namespace == name), None)
-    return None if found is None else figure(found)
-
-
-def _share_left(namespace: NamespaceSummary) -> Decimal | None:
-    if namespace.limit_usd is None:
-        return None
-    return max(namespace.limit_usd - namespace.committed_usd, _ZERO)
 
 
 def _pod_cost(

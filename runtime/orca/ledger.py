@@ -60,7 +60,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -68,6 +68,7 @@ from orca.aws.clients import AwsClients
 from orca.aws.ledger_table import Key, LedgerTable, PutNew, TransactionCancelled, Update
 from orca.ledger_records import (
     BudgetExceeded,
+    Carryover,
     HoldState,
     LedgerBusy,
     MonthSummary,
@@ -83,7 +84,9 @@ from orca.ledger_records import (
     estimate_usd,
     iso,
     month_of,
+    month_start,
     months_between,
+    seconds,
     usd,
 )
 
@@ -216,6 +219,25 @@ class Ledger:
                 held,
             )
         return summary
+
+    def carried_into(self, month: str) -> Carryover:
+        """What the open holds of the month before ``month`` may still spend in it."""
+        start = month_start(month)
+        before = month_of(start - timedelta(seconds=1))
+        total, by_namespace = _ZERO, dict[str, Decimal]()
+        for part in self.month_summary(before).pods:
+            if part.held_usd <= 0:
+                continue
+            record = self.find(part.pod_uid)
+            if record is None or record.state is not HoldState.HELD:
+                continue
+            bound_end = record.held_at + timedelta(seconds=record.bound_seconds)
+            if bound_end <= start:
+                continue
+            share = min(cost_usd(record.usd_per_hour, seconds(bound_end - start)), part.held_usd)
+            total += share
+            by_namespace[record.namespace] = by_namespace.get(record.namespace, _ZERO) + share
+        return Carryover(month, total, by_namespace)
 
     def records(self, start: datetime, end: datetime) -> list[PodEntry]:
         """Every pod's part of every month that [start, end) touches, month by month."""

@@ -319,6 +319,25 @@ class MonthSummary:
         return tuple(p for n in self.namespaces for p in n.pods)
 
 
+@dataclass(frozen=True)
+class Carryover:
+    """What pods held in the month before ``month`` may still spend in ``month``.
+
+    Their holds count in the month they were made in, so without this a pod admitted
+    late in one month would not count against the next. Each such hold that is still
+    open keeps the part of its bound that falls in ``month`` (at its held price, never
+    more than the hold) out of ``month``'s reach, until it is settled and its real spend
+    in ``month`` counts there instead.
+    """
+
+    month: str
+    total_usd: Decimal
+    by_namespace: Mapping[str, Decimal]
+
+    def of(self, namespace: str) -> Decimal:
+        return self.by_namespace.get(namespace, Decimal(0))
+
+
 # --- refusals ---
 
 

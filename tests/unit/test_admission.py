@@ -260,6 +260,11 @@ def test_a_pod_admitted_late_in_a_month_keeps_its_part_of_the_next_month_free() 
     assert len(launched) == 2  # $3.60 + $5.46 fits in $10; a third would not
     assert "$5.46 of it by pods launched the month before" in warnings(world)[-1]
 
+    world.admission.sweep()
+    registry = world.admission.metrics.registry
+    remaining = registry.get_sample_value("orca_budget_remaining_usd", {"department": "physics"})
+    assert remaining == pytest.approx(10 - 3.60 - 5.46)
+
 
 def test_spot_holds_the_on_demand_price_that_bounds_the_bill_and_is_billed_the_zone_price() -> None:
     world = BudgetWorld(monthly_usd=PRICE)

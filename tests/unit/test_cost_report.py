@@ -266,6 +266,41 @@ def test_a_pod_across_a_month_boundary_is_one_line_in_a_two_month_period(
     assert january.spent_usd == Decimal("7.2")
 
 
+def test_what_is_left_of_a_month_keeps_out_what_last_months_pods_may_spend_in_it(
+    table: FakeLedgerTable,
+) -> None:
+    clock = [datetime(2026, 12, 31, 23, tzinfo=UTC)]
+    ledger = Ledger(
+        table, cluster="campus", department="physics", clock=lambda: clock[0],
+        sleep=lambda _: None,
+    )  # fmt: skip
+    # Held at 23:00 on the 31st for 4 h at $1.80: 3 h of it ($5.40) may be spent in January.
+    ledger.hold("late", "ml", "job-late", "g6e.xlarge", "on-demand", Decimal("1.8"), 4 * HOUR,
+                Decimal(10), namespace_limit_usd=Decimal(8))  # fmt: skip
+    clock[0] = datetime(2027, 1, 1, 0, 10, tzinfo=UTC)
+    ledger.hold("new", "ml", "job-new", "g6e.xlarge", "on-demand", Decimal("1.8"), HOUR,
+                Decimal(10), namespace_limit_usd=Decimal(8))  # fmt: skip
+    january = period_for(clock[0], "2027-01")
+
+    (department,) = build_report([("ledger", ledger)], january, clock[0]).departments
+    (ml,) = department.namespaces
+
+    assert department.held_usd == Decimal("1.8")  # the late pod holds in December
+    assert department.left_usd == Decimal(10) - Decimal("1.8") - Decimal("5.4")
+    assert ml.left_usd == Decimal(8) - Decimal("1.8") - Decimal("5.4")
+    status, out, _ = cost(["--month", "2027-01", "--output", "json"], {"physics": ledger})
+    assert status == 0
+    (month,) = json.loads(out)["departments"][0]["months"]
+    assert (month["carried_in_usd"], month["left_usd"]) == ("5.400000", "2.800000")
+
+    ledger.launched("late", "i-late", datetime(2026, 12, 31, 23, 1, tzinfo=UTC))
+    ledger.settle("late", "i-late", datetime(2026, 12, 31, 23, 1, tzinfo=UTC),
+                  datetime(2027, 1, 1, 0, 1, tzinfo=UTC), Decimal("1.8"))  # fmt: skip
+    (settled,) = build_report([("ledger", ledger)], january, clock[0]).departments
+    # Settled, its real minute in January ($0.03) counts there instead.
+    assert settled.left_usd == Decimal(10) - Decimal("1.8") - Decimal("0.03")
+
+
 def test_a_minimum_billed_run_of_no_length_belongs_to_its_launch_moment() -> None:
     at = datetime(2026, 12, 5, 10, tzinfo=UTC)
     entry = PodEntry(
@@ -401,7 +436,7 @@ def test_access_denied_names_the_iam_action(physics: Ledger) -> None:
 
     assert status == 1
     assert "not allowed to read the ledger table 'ledger'" in err
-    assert "needs dynamodb:Query on the table" in err
+    assert "needs dynamodb:Query and dynamodb:GetItem on the table" in err
 
 
 def test_plot_of_a_period_of_two_months_is_refused_before_reading(physics: Ledger) -> None:
