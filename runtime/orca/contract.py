@@ -317,6 +317,15 @@ class _Resolver:
         deadline = self.spec.get("activeDeadlineSeconds")
         if deadline:
             bounds.append((timedelta(seconds=int(deadline)), "activeDeadlineSeconds"))
+            # The ceiling bounds every pod, as the budget holds: a longer deadline is a
+            # limit the pod stays within, so the ceiling, shorter, stops it first.
+            bounds.append(
+                (
+                    ceiling,
+                    f"the department's ceiling of {_human_duration(ceiling)}, shorter than "
+                    "activeDeadlineSeconds",
+                )
+            )
         if not bounds:
             return self.settings.default_max_lifetime, "the department's default"
         return min(bounds, key=lambda bound: bound[0])

@@ -56,6 +56,8 @@ _RESOURCE_GROUP_ARN = re.compile(
     r"^arn:aws(-[a-z]+)*:resource-groups:(?P<region>[a-z]{2}(-[a-z]+)+-\d):\d{12}:"
     r"group/[A-Za-z0-9._-]{1,300}$"
 )
+# The shortest month: a pod admitted on a month's last day must end within the next.
+MAX_LIFETIME_CEILING = timedelta(days=28)
 
 
 class NodeLimits(BaseModel):
@@ -249,6 +251,18 @@ class Settings(BaseSettings):
             raise ValueError(
                 "must be 1-40 lowercase letters, digits or '-', starting and ending with a "
                 "letter or digit (it names the node orca-<department> and AWS resources)"
+            )
+        return value
+
+    @field_validator("max_lifetime_ceiling")
+    @classmethod
+    def _ceiling_fits_the_budget_months(cls, value: timedelta) -> timedelta:
+        # A hold counts in its own month and is carried into the next one only; a pod that
+        # could outlive the month after the one it was admitted in would escape a budget.
+        if value > MAX_LIFETIME_CEILING:
+            raise ValueError(
+                f"must be at most {MAX_LIFETIME_CEILING.days} days (P{MAX_LIFETIME_CEILING.days}D), "
+                "so that a pod admitted in one month cannot outlive the next"
             )
         return value
 

@@ -70,6 +70,17 @@ def test_active_deadline_shorter_than_max_lifetime_bounds_the_lifetime() -> None
     assert spec.lifetime_source == "activeDeadlineSeconds"
 
 
+def test_an_active_deadline_past_the_departments_ceiling_is_cut_to_the_ceiling() -> None:
+    p = pod({INSTANCE_TYPE: "m7i.large"}, activeDeadlineSeconds=30 * 24 * 3600)
+
+    spec = resolve(p)
+
+    assert spec.lifetime == timedelta(days=14)
+    assert spec.lifetime_source == (
+        "the department's ceiling of 336h, shorter than activeDeadlineSeconds"
+    )
+
+
 def test_every_bad_annotation_case_is_refused_naming_annotation_value_and_allowed() -> None:
     expected = {
         "bad-unknown-type": (INSTANCE_TYPE, "'p9.96xlarge'"),

@@ -55,6 +55,21 @@ def test_bad_values_name_each_variable_and_reason(environment: pytest.MonkeyPatc
     assert "ORCA_LIMITS__GPUS:" in message
 
 
+def test_a_lifetime_ceiling_longer_than_the_budgets_months_allow_is_refused(
+    environment: pytest.MonkeyPatch,
+) -> None:
+    environment.setenv("ORCA_MAX_LIFETIME_CEILING", "P28D")
+    assert load_settings().max_lifetime_ceiling.days == 28
+    environment.setenv("ORCA_MAX_LIFETIME_CEILING", "P29D")
+
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+
+    assert "ORCA_MAX_LIFETIME_CEILING: Value error, must be at most 28 days (P28D)" in str(
+        caught.value
+    )
+
+
 def test_settings_file_is_read_and_the_environment_wins(
     environment: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
