@@ -260,9 +260,10 @@ class Settings(BaseSettings):
         # A hold counts in its own month and is carried into the next one only; a pod that
         # could outlive the month after the one it was admitted in would escape a budget.
         if value > MAX_LIFETIME_CEILING:
+            days = MAX_LIFETIME_CEILING.days
             raise ValueError(
-                f"must be at most {MAX_LIFETIME_CEILING.days} days (P{MAX_LIFETIME_CEILING.days}D), "
-                "so that a pod admitted in one month cannot outlive the next"
+                f"must be at most {days} days (P{days}D), so that a pod admitted in one "
+                "month cannot outlive the next"
             )
         return value
 
