@@ -12,7 +12,9 @@ hold open in the ledger, which would keep that money from other pods until the
 month ends. Every ``holds_every_seconds`` the collector reads the open holds
 (:class:`OpenHolds`, one Query of the month); one whose pod is missing on two
 such passes and confirmed gone is settled from its instance, once the instance
-has ended (this collector ends it), or given back if it never had one.
+has ended (this collector ends it), or given back if it never had one. A pod a
+worker is reconciling at that moment is left for a later pass: it may be in the
+middle of a launch whose instance EC2 does not list yet.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class GarbageCollector:
         clock: Callable[[], float] = time.time,
         holds: OpenHolds | None = None,
         holds_every_seconds: float = HOLDS_EVERY_SECONDS,
+        busy: Callable[[str], bool] = lambda pod_uid: False,
     ) -> None:
         self.ec2 = ec2
         self.pods = pods
@@ -60,6 +63,9 @@ class GarbageCollector:
         self.clock = clock
         self.holds = holds
         self.holds_every_seconds = holds_every_seconds
+        # Whether a worker is reconciling the pod now (it may be mid-launch, its instance
+        # not yet listed): its hold is left for a later pass.
+        self.busy = busy
         self._suspects: set[str] = set()
         self._hold_suspects: set[str] = set()
         self._holds_read_at: float | None = None
@@ -110,6 +116,9 @@ class GarbageCollector:
                 continue
             pod = self.pods.get(held.namespace, held.name)
             if pod is not None and pod["metadata"]["uid"] == uid:
+                continue
+            if self.busy(uid):
+                log.debug("pod %s is gone but a worker has it in hand; its hold waits", uid)
                 continue
             log.warning(
                 "pod %s/%s is gone with its budget hold open (%s); settling it",

@@ -158,6 +158,7 @@ def build_runtime(settings: Settings, aws: AwsClients | None = None) -> Runtime:
         settings.gc_min_age_seconds,
         holds=reconciler.spend,
         holds_every_seconds=settings.gc_holds_seconds,
+        busy=queue.in_progress,
     )
     controller = PodController(settings, observed, queue, reconciler, pods, ec2, reports, collector)
     node = NodeKeeper(settings, NodeApi(kube), check_aws=ec2.check_access, metrics=metrics)

@@ -67,6 +67,11 @@ class WorkQueue:
         with self._cond:
             self._failures.pop(key, None)
 
+    def in_progress(self, key: str) -> bool:
+        """Whether a worker has ``key`` now (between :meth:`get` and :meth:`done`)."""
+        with self._cond:
+            return key in self._processing
+
     def failures(self, key: str) -> int:
         with self._cond:
             return self._failures.get(key, 0)

@@ -7,6 +7,7 @@ from typing import Any
 
 from orca.garbage_collection import GarbageCollector
 from orca.ledger_records import HoldState, PodEntry
+from orca.workqueue import WorkQueue
 from tests.fakes.ec2 import FakeEc2
 
 
@@ -100,6 +101,27 @@ def test_holds_of_known_pods_and_of_pods_the_api_server_still_has_are_left_alone
     # Asked again each pass until its hold is gone (settling waits for its instance to end).
     assert holds.settled == ["uid-c-deleted", "uid-c-deleted"]
     assert "lab/a" not in pods.reads
+
+
+def test_the_hold_of_a_pod_a_worker_has_in_hand_waits_until_the_worker_is_done() -> None:
+    holds, pods, clock = Holds(held("uid-launching", "train")), Pods(), Clock()
+    queue = WorkQueue()
+    queue.add("uid-launching")
+    assert queue.get(timeout=0) == "uid-launching"  # a worker is mid-launch for it
+    gc = GarbageCollector(
+        FakeEc2(), pods, 0, clock=clock, holds=holds, holds_every_seconds=60,  # type: ignore[arg-type]
+        busy=queue.in_progress,
+    )  # fmt: skip
+
+    for _ in range(3):
+        gc.sweep([], known_pod_uids=set())
+        clock.now += 60
+    waited = list(holds.settled)
+    queue.done("uid-launching")
+    gc.sweep([], known_pod_uids=set())
+
+    assert waited == []
+    assert holds.settled == ["uid-launching"]
 
 
 def test_the_ledger_is_read_once_a_minute_not_on_every_instance_pass() -> None:
