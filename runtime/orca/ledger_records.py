@@ -54,6 +54,13 @@ def cents(amount: Decimal) -> str:
     return f"${amount.quantize(CENT, rounding=ROUND_HALF_UP):,}"
 
 
+def cost_words(amount: Decimal) -> str:
+    """``$0.90``; under a cent, four places (``$0.0017``), so a short run never reads free."""
+    if Decimal(0) < amount < CENT:
+        return f"${amount.quantize(Decimal('0.0001'), rounding=ROUND_HALF_UP)}"
+    return cents(amount)
+
+
 def estimate_usd(usd_per_hour: Decimal, bound_seconds: int) -> Decimal:
     """What a pod may cost at most: its hourly price for its lifetime bound, rounded up."""
     raw = usd_per_hour * Decimal(bound_seconds) / _SECONDS_PER_HOUR

@@ -45,8 +45,8 @@ from orca.ledger_records import (
     HoldState,
     PodEntry,
     PodRecord,
-    cents,
     cost_usd,
+    cost_words,
     duration,
     seconds,
     usd,
@@ -287,7 +287,10 @@ class PodSpend:
     def _show_cost(self, pod: Pod, instance: Instance, settled: PodRecord, ended: datetime) -> None:
         assert settled.cost_usd is not None
         rate = settled.settled_usd_per_hour or settled.usd_per_hour
-        ran = duration(int(seconds(ended - instance.launch_time)))
+        ran_seconds = int(seconds(ended - instance.launch_time))
+        ran = duration(ran_seconds)
+        if ran_seconds < MINIMUM_BILLED_SECONDS:
+            ran += f" (billed {duration(MINIMUM_BILLED_SECONDS)}, EC2's minimum)"
         self.writer.annotate(
             pod,
             {
@@ -299,5 +302,5 @@ class PodSpend:
             pod,
             "Cost",
             f"{instance.instance_id} ran {ran} at {hourly_rate(rate)}: "
-            f"cost {cents(settled.cost_usd)}",
+            f"cost {cost_words(settled.cost_usd)}",
         )

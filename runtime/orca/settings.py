@@ -31,6 +31,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import to_jsonable_python
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -375,6 +376,11 @@ class SettingsError(Exception):
     """The settings cannot start a runtime; the message names every bad key."""
 
 
+def _shown(given: Any) -> str:
+    """The bad value as the user wrote it: durations as ISO 8601 (``PT1M``), not Python."""
+    return repr(to_jsonable_python(given)) if isinstance(given, timedelta) else repr(given)
+
+
 def _variable_name(location: tuple[Any, ...]) -> str:
     return ENV_PREFIX + "__".join(str(part).upper() for part in location if part != "__root__")
 
@@ -393,8 +399,14 @@ def load_settings(**overrides: Any) -> Settings:
             given = error.get("input")
             shown = ""
             if error["type"] != "missing" and not isinstance(given, dict):
-                shown = f" (got {given!r})"
+                shown = f" (got {_shown(given)})"
             problems.append(f"  {key}: {error['msg']}{shown}")
+        if any(error["type"] == "missing" for error in e.errors()):
+            # The envelope's stack writes every setting the runtime needs into its deployment.
+            problems.append(
+                "The department's stack has every required setting: `pulumi stack output "
+                "runtimeSettings` in its Pulumi project."
+            )
         raise SettingsError(
             "the ORCA runtime cannot start; fix these settings (environment variables, or keys "
             f"in {SETTINGS_FILE_VARIABLE}):\n" + "\n".join(problems)

@@ -89,7 +89,8 @@ def install() -> None:
         if _installed:
             return
         _original_spot_history = SpotInstances.describe_spot_price_history
-        SpotInstances.describe_spot_price_history = _describe_spot_price_history  # type: ignore[method-assign]
+        replaced = _describe_spot_price_history
+        SpotInstances.describe_spot_price_history = replaced  # type: ignore[method-assign]
         _installed = True
 
 

@@ -27,7 +27,8 @@ def finished(burst: Burst, namespace: str, name: str) -> dict[str, Any]:
         phase = (pod or {}).get("status", {}).get("phase")
         return pod if phase in ("Succeeded", "Failed") else None
 
-    return eventually(terminal, timeout=90, what=f"{namespace}/{name} to finish")  # type: ignore[no-any-return]
+    finished = eventually(terminal, timeout=90, what=f"{namespace}/{name} to finish")
+    return finished  # type: ignore[no-any-return]
 
 
 def instance_of(burst: Burst, pod: dict[str, Any]) -> Any:

@@ -362,6 +362,25 @@ def test_the_ledger_settles_what_the_instance_really_ran_and_the_pod_shows_it() 
     assert (summary.spent_usd, summary.held_usd) == (Decimal("0.90"), Decimal(0))
 
 
+def test_a_run_shorter_than_a_minute_shows_the_minimum_billed_and_a_cost_under_a_cent() -> None:
+    world = BudgetWorld()
+    world.price_list.set_price("m7i.large", "us-east-1", Decimal("0.1008"))
+    uid = world.create(budget_pod())
+    world.reconcile(uid)
+    instance = world.instance_of(uid)
+    world.clock.now += timedelta(seconds=2)
+
+    world.observed.offer_report(report(uid, instance.instance_id, 1, "Succeeded", 0), "r1")
+    world.reconcile(uid)
+    stored = world.reconcile(uid)
+
+    assert stored["metadata"]["annotations"][tags.COST_ANNOTATION] == "0.001680"
+    cost = [m for _, r, m in world.events.recorded if r == "Cost"]
+    assert cost == [
+        f"{instance.instance_id} ran 2s (billed 1m, EC2's minimum) at $0.1008/h: cost $0.0017"
+    ]
+
+
 def test_a_pod_deleted_while_running_is_settled_once() -> None:
     world = BudgetWorld()
     uid = world.create(budget_pod())
@@ -501,7 +520,8 @@ def test_a_runtime_killed_between_the_hold_and_the_intent_counts_the_pod_once() 
 def test_a_runtime_killed_after_the_launch_adopts_the_instance_and_counts_it_once() -> None:
     world = BudgetWorld(monthly_usd=PRICE)
     uid = world.create(budget_pod())
-    world.bundles.put = _raise_once(world.bundles.put, lambda b, arn: True)  # type: ignore[method-assign]
+    failing_once = _raise_once(world.bundles.put, lambda b, arn: True)
+    world.bundles.put = failing_once  # type: ignore[method-assign]
     with pytest.raises(ConnectionError):
         world.reconcile(uid)
 

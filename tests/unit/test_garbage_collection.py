@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -63,7 +64,9 @@ class Clock:
         return self.now
 
 
-def collector(holds: Holds, pods: Pods, clock: Clock) -> GarbageCollector:
+def collector(
+    holds: Holds, pods: Pods, clock: Clock, busy: Callable[[str], bool] = lambda uid: False
+) -> GarbageCollector:
     return GarbageCollector(
         FakeEc2(),
         pods,
@@ -71,6 +74,7 @@ def collector(holds: Holds, pods: Pods, clock: Clock) -> GarbageCollector:
         clock=clock,
         holds=holds,
         holds_every_seconds=60,  # type: ignore[arg-type]
+        busy=busy,
     )
 
 
@@ -108,10 +112,7 @@ def test_the_hold_of_a_pod_a_worker_has_in_hand_waits_until_the_worker_is_done()
     queue = WorkQueue()
     queue.add("uid-launching")
     assert queue.get(timeout=0) == "uid-launching"  # a worker is mid-launch for it
-    gc = GarbageCollector(
-        FakeEc2(), pods, 0, clock=clock, holds=holds, holds_every_seconds=60,  # type: ignore[arg-type]
-        busy=queue.in_progress,
-    )  # fmt: skip
+    gc = collector(holds, pods, clock, busy=queue.in_progress)
 
     for _ in range(3):
         gc.sweep([], known_pod_uids=set())

@@ -71,7 +71,8 @@ def test_unreachable_aws_is_told_apart_from_bad_credentials() -> None:
     def check_aws() -> None:
         raise UnreachableError("could not connect to the endpoint", code="EndpointConnectionError")
 
-    keeper = NodeKeeper(settings(), RecordingNodeApi(), check_aws, Clock())  # type: ignore[arg-type]
+    node_api: Any = RecordingNodeApi()
+    keeper = NodeKeeper(settings(), node_api, check_aws, Clock())
 
     is_ready, reason, message = keeper.readiness()
 

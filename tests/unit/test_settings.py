@@ -70,6 +70,24 @@ def test_a_lifetime_ceiling_longer_than_the_budgets_months_allow_is_refused(
     )
 
 
+def test_a_missing_setting_points_at_the_stack_and_a_duration_is_shown_as_written(
+    environment: pytest.MonkeyPatch,
+) -> None:
+    environment.delenv("ORCA_BUNDLE_BUCKET")
+    environment.setenv("ORCA_RUNTIME_LEASE", "PT1M")
+
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+
+    lines = str(caught.value).splitlines()
+    assert "  ORCA_BUNDLE_BUCKET: Field required" in lines
+    assert (
+        "  ORCA_RUNTIME_LEASE: Input should be greater than or equal to 5 minutes (got 'PT1M')"
+        in lines
+    )
+    assert "`pulumi stack output runtimeSettings`" in lines[-1]
+
+
 def test_settings_file_is_read_and_the_environment_wins(
     environment: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
