@@ -27,6 +27,7 @@ from orca.aws.ec2 import Ec2
 from orca.aws.queue import StatusQueue
 from orca.garbage_collection import GarbageCollector
 from orca.kube.pods import PodApi, WatchExpired
+from orca.logging_setup import FailingLoop
 from orca.observed import Observed
 from orca.reconciler import TERMINAL_PHASES, Reconciler
 from orca.settings import Settings
@@ -35,6 +36,8 @@ from orca.workqueue import WorkQueue
 log = logging.getLogger(__name__)
 
 WATCH_TIMEOUT_SECONDS = 300
+# After a failed receive from the status queue, the next one waits this long.
+REPORTS_RETRY_SECONDS = 5.0
 
 
 class PodController:
@@ -152,23 +155,28 @@ class PodController:
 
     def _resync_instances(self) -> None:
         interval = self.settings.instance_resync_seconds
+        outage = FailingLoop(log, "instance resync")
         while not self._stop.is_set():
             try:
                 self.resync_instances()
-            except Exception:
-                log.exception("instance resync failed; trying again in %.0f s", interval)
+            except Exception as e:
+                outage.failed(e, interval)
+            else:
+                outage.succeeded()
             self._stop.wait(interval)
 
     # Agent reports.
 
     def _poll_reports(self) -> None:
+        outage = FailingLoop(log, "reading agent reports")
         while not self._stop.is_set():
             try:
                 received = self.reports.receive(wait_seconds=self.settings.report_poll_seconds)
-            except Exception:
-                log.exception("reading agent reports failed; trying again in 5 s")
-                self._stop.wait(5)
+            except Exception as e:
+                outage.failed(e, REPORTS_RETRY_SECONDS)
+                self._stop.wait(REPORTS_RETRY_SECONDS)
                 continue
+            outage.succeeded()
             for item in received:
                 report = item.report
                 if self.observed.pod(report.pod_uid) is None and self.observed.pods_synced.is_set():

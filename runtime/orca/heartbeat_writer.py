@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from orca.aws.errors import AwsError
 from orca.aws.heartbeats import HeartbeatStore
 from orca.heartbeat import Heartbeat, utcnow, write_interval
+from orca.logging_setup import FailingLoop
 
 log = logging.getLogger(__name__)
 
@@ -101,11 +102,14 @@ class HeartbeatWriter:
 
     def _loop(self) -> None:
         interval = self.interval.total_seconds()
+        outage = FailingLoop(log, "writing the runtime heartbeat")
         while True:
             try:
                 self.beat()
             # The loop must outlive anything one write does; the next beat tries again.
-            except Exception:
-                log.exception("writing the runtime heartbeat failed; trying again")
+            except Exception as e:
+                outage.failed(e, interval)
+            else:
+                outage.succeeded()
             if self._stop.wait(interval):
                 return

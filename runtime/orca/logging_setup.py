@@ -33,3 +33,38 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     # boto and urllib3 speak at INFO about every connection; keep them to warnings.
     for noisy in ("botocore", "boto3", "urllib3", "kubernetes"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+class FailingLoop:
+    """How a retrying loop tells a person about an outage without flooding the log.
+
+    The first failure is logged with its traceback; the ones after it, while the outage
+    lasts, as one line each with the count; the first success after them says the loop
+    works again. One instance per loop thread.
+    """
+
+    def __init__(self, logger: logging.Logger, what: str) -> None:
+        self.logger = logger
+        self.what = what
+        self.failures = 0
+
+    def failed(self, error: BaseException, retry_in: float) -> None:
+        self.failures += 1
+        if self.failures == 1:
+            self.logger.error(
+                "%s failed; trying again in %.0f s", self.what, retry_in, exc_info=error
+            )
+        else:
+            self.logger.warning(
+                "%s failed again (%d in a row): %s: %s; trying again in %.0f s",
+                self.what,
+                self.failures,
+                type(error).__name__,
+                error,
+                retry_in,
+            )
+
+    def succeeded(self) -> None:
+        if self.failures:
+            self.logger.info("%s works again after %d failures", self.what, self.failures)
+            self.failures = 0

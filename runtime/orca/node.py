@@ -18,6 +18,7 @@ from typing import Any
 from orca import __version__, tags
 from orca.aws.errors import AuthError, AwsError
 from orca.kube.nodes import NodeApi
+from orca.logging_setup import FailingLoop
 from orca.metrics import Metrics
 from orca.settings import Settings
 
@@ -203,8 +204,11 @@ class NodeKeeper:
         self._thread.join(timeout=5)
 
     def _loop(self) -> None:
+        outage = FailingLoop(log, "node heartbeat")
         while not self._stop.wait(LEASE_RENEW_SECONDS):
             try:
                 self.heartbeat()
-            except Exception:
-                log.exception("node heartbeat failed; will retry in %.0f s", LEASE_RENEW_SECONDS)
+            except Exception as e:
+                outage.failed(e, LEASE_RENEW_SECONDS)
+            else:
+                outage.succeeded()
