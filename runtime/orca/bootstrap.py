@@ -193,6 +193,9 @@ ExecStart=/bin/bash $root/etc/orca/run-agent.sh
 # At shutdown (a spot reclaim, say) the agent stops the pod gracefully and reports it.
 TimeoutStopSec=90
 ORCA_UNIT
+# The ECS-optimized AMIs start the ECS agent after cloud-init; it would try to join ECS's
+# default cluster, which ORCA does not use, and retry for the instance's whole life.
+systemctl mask --now ecs.service >/dev/null 2>&1 || true
 systemctl daemon-reload
 systemctl start --no-block {unit}
 trap - EXIT

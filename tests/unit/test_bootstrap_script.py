@@ -265,6 +265,7 @@ def test_under_systemd_the_agent_runs_as_a_unit_after_docker_started_without_blo
     assert result.status == 0, result.stderr
     assert result.argvs[0][:2] == ["shutdown", "-h"]  # the deadline's backstop, first
     assert result.ran("systemctl") == [
+        ["systemctl", "mask", "--now", "ecs.service"],  # the AMI's ECS agent never starts
         ["systemctl", "daemon-reload"],
         ["systemctl", "start", "--no-block", "orca-agent.service"],
         ["systemctl", "start", "orcapods.slice"],
@@ -275,7 +276,7 @@ def test_under_systemd_the_agent_runs_as_a_unit_after_docker_started_without_blo
     assert f"ExecStart=/bin/bash {result.root}/etc/orca/run-agent.sh" in unit
     # The unit, not the user data, ran the agent and then powered off, exactly once; under
     # systemd the pods' cgroup is a slice that systemd makes.
-    assert [argv[:2] for argv in result.argvs[3:]] == [
+    assert [argv[:2] for argv in result.argvs[4:]] == [
         ["systemctl", "start"],
         ["iptables", "-w"],
         ["iptables", "-w"],
