@@ -472,11 +472,40 @@ class Admission:
         # After a restart the rate noted at launch is the ledger's, not this process's.
         price = usd_per_hour if usd_per_hour is not None else _billed_rate(record)
         ended = max(ended_at, instance.launch_time)
+        if instance.spot and instance.availability_zone:
+            price = self._spot_rate_over(record, instance, ended, price)
         settled = self.ledger.settle(
             pod_uid, instance.instance_id, instance.launch_time, ended, usd(price)
         )
         self._forget(pod_uid)
         return settled
+
+    def _spot_rate_over(
+        self, record: PodRecord, instance: Instance, ended: datetime, at_launch: Decimal
+    ) -> Decimal:
+        """A spot run's rate as EC2 bills it: the zone's price each second it ran, never
+        above the ceiling held (EC2 reclaims the instance rather than bill more)."""
+        rate = self.prices.spot_rate_over(
+            instance.instance_type,
+            instance.availability_zone,
+            instance.launch_time,
+            ended,
+            at_launch,
+        )
+        if rate is None:
+            return at_launch
+        if rate != at_launch:
+            log.info(
+                "pod %s: the spot price of %s in %s moved while it ran; it averaged %s "
+                "(%s at launch)",
+                record.pod,
+                instance.instance_type,
+                instance.availability_zone,
+                hourly_rate(rate),
+                hourly_rate(at_launch),
+                extra={"pod_uid": record.pod_uid},
+            )
+        return min(rate, record.usd_per_hour)
 
     def _forget(self, pod_uid: str) -> None:
         with self._lock:

@@ -352,6 +352,30 @@ class Prices:
             detail=f"the on-demand price as the spot ceiling ({why}); on-demand: {ceiling.detail}",
         )
 
+    def spot_rate_over(
+        self, instance_type: str, zone: str, start: datetime, end: datetime, at_start: Decimal
+    ) -> Decimal | None:
+        """What a spot instance in ``zone`` averaged an hour over ``[start, end]``, as EC2
+        bills it (the price in effect each second); None when the history cannot be read.
+
+        ``at_start`` is the rate known for the start (noted at the launch), used until the
+        history's first entry when the history begins later.
+        """
+        try:
+            changes = pricing_api.spot_price_changes(self._ec2, instance_type, zone, start, end)
+        except AwsError as e:
+            logger.warning(
+                "the spot price history of %s in %s from %s to %s could not be read (%s); "
+                "the run is settled at the price noted at its launch",
+                instance_type,
+                zone,
+                f"{start:%FT%TZ}",
+                f"{end:%FT%TZ}",
+                e,
+            )
+            return None
+        return average_rate(changes, start, end, at_start)
+
     def _refresh_spot(self, asked: Iterable[str], now: datetime) -> None:
         # Batch: every type whose prices are due goes in the same call.
         due = {t for t, e in self._spot.items() if now >= e.expires}
@@ -388,6 +412,28 @@ class Prices:
             self._spot[instance_type] = _SpotEntry(
                 quotes, read_at, self._spot_history.next_attempt, failure
             )
+
+
+def average_rate(
+    changes: Iterable[SpotQuote], start: datetime, end: datetime, at_start: Decimal
+) -> Decimal:
+    """The time-weighted hourly rate over ``[start, end]`` of a price that changes at each
+    entry of ``changes`` (oldest first), and is ``at_start`` before the first of them."""
+    rate, moment = at_start, start
+    total = Decimal(0)
+    for change in changes:
+        if change.timestamp <= start:
+            rate = change.usd_per_hour  # in effect when the run began
+            continue
+        if change.timestamp >= end:
+            break
+        total += rate * Decimal(str((change.timestamp - moment).total_seconds()))
+        rate, moment = change.usd_per_hour, change.timestamp
+    span = Decimal(str((end - start).total_seconds()))
+    if span <= 0:
+        return rate
+    total += rate * Decimal(str((end - moment).total_seconds()))
+    return (total / span).quantize(_RATE_QUANTUM)
 
 
 def _reason(error: AwsError) -> str:

@@ -177,19 +177,29 @@ class FakeSpotHistory(_Failing):
     def _pages(self, request: dict[str, Any]) -> list[dict[str, Any]]:
         self._record(request)
         start: datetime = request["StartTime"]
+        end: datetime | None = request.get("EndTime")
         wanted = set(request["InstanceTypes"])
+        zones = {
+            zone
+            for f in request.get("Filters", [])
+            if f["Name"] == "availability-zone"
+            for zone in f["Values"]
+        }
         assert request["ProductDescriptions"] == ["Linux/UNIX"]
 
-        # As EC2: the price in effect at the start time and each change after it.
+        # As EC2: the price in effect at the start time and each change after it (to the end).
         entries = []
         for key in {(e["InstanceType"], e["AvailabilityZone"]) for e in self.history}:
-            if key[0] not in wanted:
+            if key[0] not in wanted or (zones and key[1] not in zones):
                 continue
             changes = sorted(
                 (e for e in self.history if (e["InstanceType"], e["AvailabilityZone"]) == key),
                 key=lambda e: e["Timestamp"],
             )
             before = [e for e in changes if e["Timestamp"] <= start]
-            entries += before[-1:] + [e for e in changes if e["Timestamp"] > start]
+            after = [
+                e for e in changes if start < e["Timestamp"] and (not end or e["Timestamp"] <= end)
+            ]
+            entries += before[-1:] + after
         # One entry per page, so the reader must follow the pages.
         return [{"SpotPriceHistory": [entry]} for entry in entries] or [{"SpotPriceHistory": []}]

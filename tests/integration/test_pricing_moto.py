@@ -181,3 +181,20 @@ def test_spot_history_reads_as_ec2_does(
     assert history(StartTime=now, ProductDescriptions=["Windows"]) == []
     zone_b = [{"Name": "availability-zone", "Values": ["us-east-1b"]}]
     assert history(StartTime=now, Filters=zone_b) == [("us-east-1b", "0.310000")]
+
+
+def test_a_spot_runs_rate_is_read_from_its_zones_history_over_the_run(
+    prices: Prices, control: LocalAwsControl
+) -> None:
+    launched = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
+    control.set_spot_price("g6e.xlarge", "us-east-1a", "0.40", launched - timedelta(days=1))
+    control.set_spot_price("g6e.xlarge", "us-east-1a", "0.70", launched + timedelta(hours=1))
+    control.set_spot_price("g6e.xlarge", "us-east-1b", "5.00", launched + timedelta(hours=1))
+    control.set_spot_price("g6e.xlarge", "us-east-1a", "9.00", launched + timedelta(hours=2))
+
+    rate = prices.spot_rate_over(
+        "g6e.xlarge", "us-east-1a", launched, launched + timedelta(hours=2), Decimal("0.40")
+    )
+
+    # An hour at $0.40, an hour at $0.70: the other zone and the change at the end are not it.
+    assert rate == Decimal("0.55")

@@ -279,6 +279,49 @@ def test_spot_holds_the_on_demand_price_that_bounds_the_bill_and_is_billed_the_z
     assert stored["metadata"]["annotations"][tags.PRICE_ANNOTATION] == "0.600000"
 
 
+def test_a_spot_run_is_settled_at_the_zones_price_each_second_it_ran() -> None:
+    world = BudgetWorld()
+    launched_at = world.clock.now
+    for zone in ("us-east-1a", "us-east-1b"):
+        world.spot.set_price("m7i.large", zone, Decimal("0.60"), launched_at - timedelta(days=1))
+    uid = world.create(budget_pod(**{"orca.research/launch-type": "spot"}))
+    world.reconcile(uid)
+    instance = world.instance_of(uid)
+    zone = instance.availability_zone
+    # An hour in, the zone's price rises by half; the other zone's change is not this run's.
+    world.spot.set_price("m7i.large", zone, Decimal("0.90"), launched_at + timedelta(hours=1))
+    other = "us-east-1b" if zone == "us-east-1a" else "us-east-1a"
+    world.spot.set_price("m7i.large", other, Decimal("1.70"), launched_at + timedelta(minutes=1))
+    world.clock.now = launched_at + timedelta(hours=2)
+
+    world.observed.offer_report(report(uid, instance.instance_id, 1, "Succeeded", 0), "r1")
+    world.reconcile(uid)
+    stored = world.reconcile(uid)
+
+    record = world.ledger.find(uid)
+    assert record is not None and record.cost_usd == Decimal("1.50")  # $0.60 + $0.90
+    assert stored["metadata"]["annotations"][tags.COST_ANNOTATION] == "1.500000"
+    assert record.settled_usd_per_hour == Decimal("0.75")
+
+
+def test_a_spot_run_whose_price_history_cannot_be_read_is_settled_at_its_launch_price() -> None:
+    world = BudgetWorld()
+    for zone in ("us-east-1a", "us-east-1b"):
+        world.spot.set_price("m7i.large", zone, Decimal("0.60"), world.clock.now)
+    uid = world.create(budget_pod(**{"orca.research/launch-type": "spot"}))
+    world.reconcile(uid)
+    instance = world.instance_of(uid)
+    world.clock.now += timedelta(hours=2)
+    world.spot.fail(client_error("RequestLimitExceeded", "DescribeSpotPriceHistory"))
+
+    world.observed.offer_report(report(uid, instance.instance_id, 1, "Succeeded", 0), "r1")
+    world.reconcile(uid)
+    world.reconcile(uid)
+
+    record = world.ledger.find(uid)
+    assert record is not None and record.cost_usd == Decimal("1.20")
+
+
 def test_a_waiting_spot_pod_whose_max_price_was_raised_holds_at_the_new_price() -> None:
     world = BudgetWorld()
     # Below m7i.large's shipped on-demand $0.1008/h, the ceiling the contract allows.

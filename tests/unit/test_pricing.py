@@ -16,11 +16,12 @@ from typing import Any
 import pytest
 from botocore.exceptions import EndpointConnectionError
 
-from orca.aws.pricing_api import on_demand_filters, on_demand_usd_per_hour
+from orca.aws.pricing_api import SpotQuote, on_demand_filters, on_demand_usd_per_hour
 from orca.pricing import (
     Price,
     Prices,
     PriceUnknownError,
+    average_rate,
     capacity_block_hourly,
     capacity_block_offering_price,
 )
@@ -497,3 +498,22 @@ def test_a_price_costs_its_rate_per_second() -> None:
     price = Price("g6e.xlarge", "on-demand", Decimal("1.861"), "price-list", START)
 
     assert price.cost(1800) == Decimal("0.9305")
+
+
+def test_a_spot_runs_rate_weighs_each_price_by_the_seconds_it_was_in_effect() -> None:
+    start = datetime(2026, 12, 4, 10, tzinfo=UTC)
+    end = start + timedelta(hours=4)
+
+    def quote(hours: float, price: str) -> SpotQuote:
+        return SpotQuote(
+            "p5.48xlarge", "us-east-1a", Decimal(price), start + timedelta(hours=hours)
+        )
+
+    changes = [quote(-5, "20"), quote(1, "24"), quote(3.5, "30"), quote(4, "99"), quote(6, "1")]
+
+    # 1 h at $20 (in effect since before the start), 2.5 h at $24, 0.5 h at $30; the
+    # change at the end and the one after it are not billed to this run.
+    assert average_rate(changes, start, end, Decimal("18")) == Decimal("23.75")
+    # No entry before the start: the rate noted at the launch holds until the first.
+    assert average_rate(changes[1:], start, end, Decimal("18")) == Decimal("23.25")
+    assert average_rate(changes, start, start, Decimal("18")) == Decimal("20")

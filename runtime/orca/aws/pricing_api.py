@@ -19,7 +19,9 @@ only asks AWS and reads the answers. AWS facts it relies on:
 - ``DescribeSpotPriceHistory`` with ``StartTime`` = now returns, per zone, the price
   in effect at that moment (and any change after it), so the newest entry per
   (type, zone) is the current price. Accounts without EC2-Classic see the product
-  description ``Linux/UNIX``. The call takes many types at once.
+  description ``Linux/UNIX``. The call takes many types at once. With ``EndTime``
+  too it is the price history of a run: what was in effect at its start and each
+  change up to its end, which is how a spot instance is billed.
 
 Every call runs inside :func:`~orca.aws.errors.aws_call`, so failures arrive as the
 :class:`~orca.aws.errors.AwsError` kinds.
@@ -184,6 +186,28 @@ def current_spot_prices(
                     if _newer(quote, newest.get(key)):
                         newest[key] = quote
     return newest
+
+
+def spot_price_changes(
+    ec2: Client, instance_type: str, zone: str, start: datetime, end: datetime
+) -> list[SpotQuote]:
+    """The Linux spot prices of a type in a zone over ``[start, end]``, oldest first: the
+    one in effect at ``start`` and each change after it."""
+    changes: list[SpotQuote] = []
+    with aws_call(f"reading the spot prices of {instance_type} in {zone}"):
+        pages = ec2.get_paginator("describe_spot_price_history").paginate(
+            InstanceTypes=[instance_type],
+            ProductDescriptions=[LINUX_SPOT_PRODUCT],
+            Filters=[{"Name": "availability-zone", "Values": [zone]}],
+            StartTime=start,
+            EndTime=end,
+        )
+        for page in pages:
+            changes.extend(_quote(entry) for entry in page.get("SpotPriceHistory", []))
+    return sorted(
+        (q for q in changes if q.zone == zone and q.instance_type == instance_type),
+        key=lambda q: q.timestamp,
+    )
 
 
 def _quote(entry: Mapping[str, Any]) -> SpotQuote:
