@@ -48,7 +48,7 @@ from orca.aws.logs import ContainerLogs, stream_name
 from orca.catalog import Catalog
 from orca.kube.client import api_client
 from orca.ledger import Ledger
-from orca.ledger_records import HoldState, cents
+from orca.ledger_records import HoldState, cents, cost_words
 from orca_local import services
 from orca_local.aws import LocalAwsControl
 from orca_local.binder import Binder
@@ -398,7 +398,7 @@ class Demo:
                 record.market,
                 f"${rate.normalize():f}",
                 ran,
-                cents(record.cost_usd) if record.cost_usd is not None else "-",
+                cost_words(record.cost_usd) if record.cost_usd is not None else "-",
                 record.state.value,
             )
         self.console.print(table)
