@@ -10,6 +10,7 @@ Nothing here talks to AWS or Kubernetes.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
 from collections.abc import Mapping, Sequence
@@ -65,6 +66,8 @@ LAUNCH_TYPES = ("on-demand", "spot")
 ROOT_VOLUME_RANGE = (30, 16384)
 # Capacity reservation ids are cr- and 17 hex digits; reservations made before 2018 have 8.
 RESERVATION_ID = re.compile(r"^cr-([0-9a-f]{17}|[0-9a-f]{8})$")
+# Each fallback is tried in every zone before the next; more would keep a pod waiting long.
+MAX_FALLBACK_INSTANCE_TYPES = 4
 RESERVATION_CHOICES = (
     "open (the default: matching open reservations are used), none (never use a "
     "reservation), group (only the department's reservation group) or a reservation id "
@@ -73,8 +76,22 @@ RESERVATION_CHOICES = (
 
 
 @dataclass(frozen=True)
+class Fallback:
+    """An instance type to launch when the ones before it have no capacity in any zone."""
+
+    instance_type: InstanceType
+    launch_template_kind: str
+
+
+@dataclass(frozen=True)
 class LaunchSpec:
-    """Exactly what to launch for one pod."""
+    """Exactly what to launch for one pod.
+
+    ``instance_type`` is the pod's first choice; ``fallbacks`` (the annotation
+    ``orca.research/fallback-instance-types``) are launched in their order when every
+    zone has refused the types before them for lack of capacity. :meth:`for_attempt`
+    gives the spec of one launch attempt.
+    """
 
     instance_type: InstanceType
     market: Market
@@ -86,6 +103,36 @@ class LaunchSpec:
     workload_template: str | None
     launch_template_kind: str
     reservation: ReservationChoice = OPEN_RESERVATIONS
+    fallbacks: tuple[Fallback, ...] = ()
+
+    @property
+    def choices(self) -> int:
+        """How many instance types the pod may launch: its own and its fallbacks."""
+        return 1 + len(self.fallbacks)
+
+    def choice_of(self, attempt: int, zones: int) -> int:
+        """Which type (0: the pod's own) launch attempt ``attempt`` (from 1) tries.
+
+        Attempts walk every one of ``zones`` zones with one type before the next type,
+        and start again from the pod's own type after the last fallback.
+        """
+        return ((attempt - 1) // max(zones, 1)) % self.choices
+
+    def for_attempt(self, attempt: int, zones: int) -> LaunchSpec:
+        """The spec launch attempt ``attempt`` launches: the type its turn falls on."""
+        choice = self.choice_of(attempt, zones)
+        if choice == 0:
+            return self
+        fallback = self.fallbacks[choice - 1]
+        return dataclasses.replace(
+            self,
+            instance_type=fallback.instance_type,
+            launch_template_kind=fallback.launch_template_kind,
+        )
+
+    @property
+    def instance_type_names(self) -> tuple[str, ...]:
+        return (self.instance_type.name, *(f.instance_type.name for f in self.fallbacks))
 
 
 def _listing(items: Sequence[str], limit: int = 12) -> str:
@@ -133,7 +180,7 @@ class _Resolver:
         lifetime, lifetime_source = self._lifetime()
         root_volume = self._root_volume()
         reservation = self._reservation(market)
-        self._unsupported_yet()
+        fallbacks = self._fallbacks(instance_type, reservation)
         self.rejections += spec_support.refusals(self.spec, self.settings)
         kind = self._launch_template_kind(instance_type)
         if self.rejections:
@@ -150,6 +197,7 @@ class _Resolver:
             workload_template=template_name,
             launch_template_kind=kind,
             reservation=reservation,
+            fallbacks=fallbacks,
         )
 
     def _unknown_annotations(self) -> None:
@@ -389,23 +437,70 @@ class _Resolver:
             ok = False
         return ReservationChoice.reservation(value) if ok else OPEN_RESERVATIONS
 
-    def _unsupported_yet(self) -> None:
-        if self.annotations.get(FALLBACK_INSTANCE_TYPES):
-            self.reject(
-                FALLBACK_INSTANCE_TYPES,
-                "fallback instance types are not supported by this ORCA runtime yet",
-                "remove the annotation",
+    def _fallbacks(
+        self, first: InstanceType | None, reservation: ReservationChoice
+    ) -> tuple[Fallback, ...]:
+        raw = self.annotations.get(FALLBACK_INSTANCE_TYPES)
+        if raw is None:
+            return ()
+        names = [name.strip() for name in raw.split(",") if name.strip()]
+        allowed = (
+            f"a comma list of up to {MAX_FALLBACK_INSTANCE_TYPES} exact EC2 instance types, "
+            f"other than {INSTANCE_TYPE} and each once, that the department allows and the "
+            "pod fits, e.g. p5e.48xlarge,p4d.24xlarge"
+        )
+        problems: list[str] = []
+        if not names:
+            problems.append("names no instance type")
+        if len(names) > MAX_FALLBACK_INSTANCE_TYPES:
+            problems.append(f"names {len(names)} types")
+        if first is not None and first.name in names:
+            problems.append(f"names {first.name}, the pod's first choice")
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            problems.append(f"names {', '.join(repeated)} more than once")
+        if reservation.reservation_id is not None:
+            problems.append(
+                f"a targeted capacity reservation ({reservation.reservation_id}) holds one "
+                "instance type, so the pod cannot fall back to another"
             )
+        fallbacks: list[Fallback] = []
+        for name in dict.fromkeys(names):
+            problem = self._fallback_problem(name)
+            if problem is not None:
+                problems.append(f"{name}: {problem}")
+                continue
+            instance_type = self.catalog.get(name)
+            assert instance_type is not None
+            kind = launch_template_kind(instance_type)
+            if first is None or name != first.name:
+                fallbacks.append(Fallback(instance_type, kind))
+        if problems:
+            self.reject(FALLBACK_INSTANCE_TYPES, "; ".join(problems), allowed)
+            return ()
+        return tuple(fallbacks)
+
+    def _fallback_problem(self, name: str) -> str | None:
+        """Why a fallback type cannot be launched for this pod, or None."""
+        instance_type = self.catalog.get(name)
+        if instance_type is None:
+            hints = self.catalog.close_matches(name, n=1)
+            return "no such EC2 instance type" + (f" (did you mean {hints[0]}?)" if hints else "")
+        if not Catalog.matches_pattern(name, self.settings.allowed_instance_types):
+            return f"the {self.settings.department} department does not allow this type"
+        kind = launch_template_kind(instance_type)
+        if kind not in self.settings.launch_templates:
+            return f"the department has no launch template for {kind} instances"
+        try:
+            shortfalls = fits(effective_requests(dict(self.spec)), instance_type)
+        except InvalidResourceQuantity:
+            return None  # named once, against the first choice
+        return "the pod does not fit: " + "; ".join(shortfalls) if shortfalls else None
 
     def _launch_template_kind(self, instance_type: InstanceType | None) -> str | None:
         if instance_type is None:
             return None
-        if instance_type.architecture == "arm64":
-            kind = "arm64"
-        elif instance_type.gpus or instance_type.neuron_devices:
-            kind = "x86_64-gpu"
-        else:
-            kind = "x86_64"
+        kind = launch_template_kind(instance_type)
         if kind not in self.settings.launch_templates:
             self.reject(
                 INSTANCE_TYPE,
@@ -415,6 +510,15 @@ class _Resolver:
             )
             return None
         return kind
+
+
+def launch_template_kind(instance_type: InstanceType) -> str:
+    """The department launch template an instance type boots from (its AMI's kind)."""
+    if instance_type.architecture == "arm64":
+        return "arm64"
+    if instance_type.gpus or instance_type.neuron_devices:
+        return "x86_64-gpu"
+    return "x86_64"
 
 
 def resolve_launch(

@@ -12,7 +12,8 @@ restarted mid-launch, or a retry): the instance tagged with the pod's UID is ado
 if there is one, else the launch is repeated with the same token.
 
 Refusals by kind: no capacity in a zone tries the next zone with a new attempt (and
-token), and once every zone has refused the pod waits; no quota waits; a bad
+token), then the pod's next fallback type in every zone (:meth:`LaunchSpec.for_attempt`),
+and once every type has been refused in every zone the pod waits; no quota waits; a bad
 reservation annotation or a request EC2 refuses fails the pod and gives its hold back.
 A reference the bundle needs (a ConfigMap, a Secret, an image pull secret) that is
 missing or unusable leaves the pod waiting, and it is tried again.
@@ -161,6 +162,8 @@ class PodLaunch:
             return False
         annotations = pod["metadata"]["annotations"]
         deadline = pod_status.parse_timestamp(annotations[tags.DEADLINE_ANNOTATION])
+        attempt = int(annotations[tags.LAUNCH_ATTEMPT_ANNOTATION])
+        spec = spec.for_attempt(attempt, self._zone_count(spec))
         bundle = self._build_bundle(pod, spec, deadline)
         if bundle is None:
             return False
@@ -175,6 +178,9 @@ class PodLaunch:
         deadline: datetime,
         intent_written: bool = False,
     ) -> None:
+        # The attempt launches the type whose turn it is: the pod's own or a fallback.
+        choices = spec
+        spec = choices.for_attempt(attempt, self._zone_count(choices))
         bundle = self._build_bundle(pod, spec, deadline)
         if bundle is None:
             return
@@ -221,7 +227,8 @@ class PodLaunch:
             instance = self.launcher.launch(plan)
         except CapacityError as e:
             self.metrics.launch_failures(kind="capacity").inc()
-            self._capacity_shortfall(pod, spec, attempt, deadline, plan.subnet.availability_zone, e)
+            zone = plan.subnet.availability_zone
+            self._capacity_shortfall(pod, choices, attempt, zone, e)
             return
         except QuotaError as e:
             self.metrics.launch_failures(kind="quota").inc()
@@ -280,18 +287,19 @@ class PodLaunch:
         self.bundles.put(bundle, instance.arn)
         self._bundles_deleted.discard(bundle.pod_uid)
 
+    def _zone_count(self, spec: LaunchSpec) -> int:
+        """How many zones an attempt walks before the pod waits or falls back."""
+        return 1 if spec.availability_zone else max(1, len(self.launcher.zones))
+
     def _capacity_shortfall(
-        self,
-        pod: Pod,
-        spec: LaunchSpec,
-        attempt: int,
-        deadline: datetime,
-        zone: str,
-        error: Exception,
+        self, pod: Pod, choices: LaunchSpec, attempt: int, zone: str, error: Exception
     ) -> None:
-        """No capacity in this zone: the next attempt tries the next zone (a new token)."""
+        """No capacity in this zone: the next attempt (a new token) tries the next zone, then
+        the next fallback type; when every type has been refused in every zone, the pod
+        waits and starts again from its own type."""
         uid = pod["metadata"]["uid"]
-        zones = 1 if spec.availability_zone else max(1, len(self.launcher.zones))
+        zones = self._zone_count(choices)
+        tried = choices.for_attempt(attempt, zones)
         next_attempt = attempt + 1
         pod = self.writer.annotate(
             pod,
@@ -301,16 +309,31 @@ class PodLaunch:
             },
         )
         if attempt % zones:
-            shortage = capacity_reservations.shortage(spec, self.settings, zone)
+            shortage = capacity_reservations.shortage(tried, self.settings, zone)
             self.events.warning(
                 pod, "InsufficientCapacity", f"{shortage}: {error}; trying the next zone"
             )
             self.queue.add(uid)
             return
-        where = spec.availability_zone or "any of " + ", ".join(self.launcher.zones)
+        where = choices.availability_zone or "any of " + ", ".join(self.launcher.zones)
+        if choices.choice_of(next_attempt, zones):
+            fallback = choices.for_attempt(next_attempt, zones).instance_type.name
+            shortage = capacity_reservations.shortage(tried, self.settings, where)
+            self.events.warning(
+                pod,
+                "InsufficientCapacity",
+                f"{shortage}: {error}; trying the fallback instance type {fallback}",
+            )
+            self.queue.add(uid)
+            return
+        if choices.choices > 1:
+            names = ", ".join(choices.instance_type_names)
+            shortage = f"No {choices.market} capacity for any of {names} in {where}"
+        else:
+            shortage = capacity_reservations.shortage(choices, self.settings, where)
         message = (
-            f"{capacity_reservations.shortage(spec, self.settings, where)}; the pod waits and "
-            f"ORCA tries again every {self.settings.capacity_retry_seconds:.0f} s"
+            f"{shortage}; the pod waits and ORCA tries again every "
+            f"{self.settings.capacity_retry_seconds:.0f} s"
         )
         self.writer.wait(pod, "WaitingForCapacity", message)
         self.queue.add_after(uid, self.settings.capacity_retry_seconds)

@@ -244,6 +244,32 @@ def test_no_capacity_in_one_zone_moves_the_launch_to_the_next_zone(
     assert instance.tags[tags.ATTEMPT] != "1"
 
 
+def test_no_capacity_for_a_type_in_any_zone_launches_the_pods_fallback_type(
+    burst: Burst, local_aws: Any
+) -> None:
+    # g6e.4xlarge and g6e.8xlarge are used by no other test.
+    for zone in ("us-east-1a", "us-east-1b"):
+        local_aws.control.inject_capacity_error("g6e.4xlarge", zone)
+    burst.start()
+    annotations = {
+        "orca.research/instance-type": "g6e.4xlarge",
+        "orca.research/fallback-instance-types": "g6e.8xlarge",
+    }
+    pod = burst.create(_cpu_pod("falls-back", **annotations))
+    uid = pod["metadata"]["uid"]
+
+    try:
+        [instance] = eventually(lambda: burst.instances(uid), timeout=60, what="a launch")
+    finally:
+        local_aws.control.clear_capacity_errors()
+
+    assert instance.instance_type == "g6e.8xlarge"
+    warnings = [
+        e["message"] for e in burst.events("default", "falls-back") if e["type"] == "Warning"
+    ]
+    assert any("trying the fallback instance type g6e.8xlarge" in m for m in warnings), warnings
+
+
 def test_health_and_metrics_endpoint_reports_readiness_and_launches(burst: Burst) -> None:
     runtime = burst.start()
     assert runtime.health is not None

@@ -505,6 +505,50 @@ def test_a_pod_waiting_for_capacity_keeps_one_hold() -> None:
     assert world.ledger.month_summary().committed_usd == PRICE
 
 
+def test_a_pod_with_no_capacity_for_its_type_in_any_zone_launches_its_fallback() -> None:
+    world = BudgetWorld(monthly_usd=Decimal(100))
+    world.price_list.set_price("m7i.xlarge", "us-east-1", Decimal("3.60"))
+    for zone in ("us-east-1a", "us-east-1b"):
+        world.ec2.set_capacity("m7i.large", zone, 0)
+    uid = world.create(budget_pod(**{"orca.research/fallback-instance-types": "m7i.xlarge"}))
+
+    for _ in range(3):  # m7i.large in one zone, then the other, then m7i.xlarge
+        world.reconcile(uid)
+
+    instance = world.instance_of(uid)
+    assert instance.instance_type == "m7i.xlarge"
+    assert instance.tags[tags.ATTEMPT] == "3"
+    record = world.ledger.find(uid)
+    assert record is not None and record.instance_type == "m7i.xlarge"
+    # Held for what it launched, once: the first choice's hold was given back.
+    assert world.ledger.month_summary().committed_usd == record.estimate_usd
+    assert record.usd_per_hour == Decimal("3.60")
+    assert "trying the fallback instance type m7i.xlarge" in warnings(world)[-1]
+
+
+def test_a_pod_whose_types_all_have_no_capacity_waits_then_starts_again_from_its_own() -> None:
+    world = BudgetWorld(monthly_usd=Decimal(100))
+    for instance_type in ("m7i.large", "m7i.xlarge"):
+        for zone in ("us-east-1a", "us-east-1b"):
+            world.ec2.set_capacity(instance_type, zone, 0)
+    uid = world.create(budget_pod(**{"orca.research/fallback-instance-types": "m7i.xlarge"}))
+
+    for _ in range(4):
+        stored = world.reconcile(uid)
+    waiting = stored["status"]["containerStatuses"][0]["state"]["waiting"]
+    world.ec2.set_capacity("m7i.large", "us-east-1a", 1)
+    world.ec2.set_capacity("m7i.large", "us-east-1b", 1)
+    world.reconcile(uid)
+
+    assert waiting["reason"] == "WaitingForCapacity"
+    assert waiting["message"].startswith(
+        "No on-demand capacity for any of m7i.large, m7i.xlarge in any of us-east-1a, "
+        "us-east-1b; the pod waits"
+    )
+    assert world.instance_of(uid).instance_type == "m7i.large"
+    assert world.ec2.calls["RunInstances"] == 5
+
+
 def test_a_pod_whose_instance_type_changed_while_it_waited_holds_for_what_it_launches() -> None:
     world = BudgetWorld(monthly_usd=Decimal(100))
     world.price_list.set_price("c7i.4xlarge", "us-east-1", Decimal("0.714"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -368,9 +369,63 @@ def test_spot_with_a_reservation_id_and_no_zone_gets_both_reasons_with_the_other
     assert "zonal" in problems[2][1]
 
 
-def test_fallback_instance_types_stay_refused_as_not_supported_yet() -> None:
-    messages = rejections(
-        pod({INSTANCE_TYPE: "p5.48xlarge", FALLBACK_INSTANCE_TYPES: "p5e.48xlarge"})
+def gpu_containers(gpus: int) -> list[dict[str, Any]]:
+    limits = {"nvidia.com/gpu": gpus}
+    return [{"name": "c", "image": "trainer", "resources": {"limits": limits}}]
+
+
+def test_fallback_types_are_kept_in_order_and_each_attempt_walks_the_zones_first() -> None:
+    p = pod(
+        {INSTANCE_TYPE: "p5.48xlarge", FALLBACK_INSTANCE_TYPES: " p5e.48xlarge, p4d.24xlarge "},
+        gpu_containers(8),
     )
 
-    assert "not supported by this ORCA runtime yet" in messages[FALLBACK_INSTANCE_TYPES]
+    spec = resolve(p)
+
+    assert spec.instance_type_names == ("p5.48xlarge", "p5e.48xlarge", "p4d.24xlarge")
+    tried = [spec.for_attempt(attempt, zones=2).instance_type.name for attempt in range(1, 8)]
+    assert tried == [
+        "p5.48xlarge", "p5.48xlarge", "p5e.48xlarge", "p5e.48xlarge",
+        "p4d.24xlarge", "p4d.24xlarge", "p5.48xlarge",
+    ]  # fmt: skip
+    assert spec.for_attempt(3, zones=2).launch_template_kind == "x86_64-gpu"
+
+
+def test_a_fallback_of_another_kind_boots_from_its_own_launch_template() -> None:
+    spec = resolve(pod({INSTANCE_TYPE: "m7i.large", FALLBACK_INSTANCE_TYPES: "m7g.large"}))
+
+    arm = spec.for_attempt(2, zones=1)
+
+    assert (arm.instance_type.name, arm.launch_template_kind) == ("m7g.large", "arm64")
+
+
+def test_bad_fallback_types_are_named_one_by_one() -> None:
+    p = pod(
+        {
+            INSTANCE_TYPE: "g6e.12xlarge",
+            FALLBACK_INSTANCE_TYPES: "g6e.xlarge,p9.96xlarge,g6e.12xlarge,c7i.4xlarge",
+        },
+        gpu_containers(4),
+    )
+
+    message = rejections(p, allowed_instance_types=["g6e.*", "p*"])[FALLBACK_INSTANCE_TYPES]
+
+    assert "g6e.xlarge: the pod does not fit" in message
+    assert "p9.96xlarge: no such EC2 instance type" in message
+    assert "names g6e.12xlarge, the pod's first choice" in message
+    assert "c7i.4xlarge: the physics department does not allow this type" in message
+
+
+def test_a_targeted_reservation_cannot_fall_back() -> None:
+    p = pod(
+        {
+            INSTANCE_TYPE: "m7i.large",
+            FALLBACK_INSTANCE_TYPES: "m7i.xlarge",
+            "orca.research/capacity-reservation": "cr-0123456789abcdef0",
+            "orca.research/availability-zone": "us-east-1a",
+        }
+    )
+
+    message = rejections(p)[FALLBACK_INSTANCE_TYPES]
+
+    assert "holds one instance type, so the pod cannot fall back" in message
