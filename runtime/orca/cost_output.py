@@ -24,7 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from orca.cost_report import CostReport, DepartmentCost, MonthCost, NamespaceCost, PodCost
-from orca.ledger_records import USD_QUANTUM, HoldState, cents, iso, seconds
+from orca.ledger_records import USD_QUANTUM, HoldState, cents, cost_words, iso, seconds
 
 SCHEMA = "orca.cost/v1"
 _NOTHING = "-"
@@ -193,18 +193,18 @@ def _budget_table(report: CostReport, title: str) -> Table:
     for department in report.departments:
         table.add_row(
             Text(department.department, style="bold"),
-            cents(department.spent_usd),
+            cost_words(department.spent_usd),
             cents(department.held_usd),
-            cents(department.committed_usd),
+            cost_words(department.committed_usd),
             _money(department.budget_usd),
             _money(department.left_usd),
         )
         for namespace in department.namespaces:
             table.add_row(
                 f"  {namespace.namespace}",
-                cents(namespace.spent_usd),
+                cost_words(namespace.spent_usd),
                 cents(namespace.held_usd),
-                cents(namespace.committed_usd),
+                cost_words(namespace.committed_usd),
                 _money(namespace.share_usd),
                 _money(namespace.left_usd),
             )
@@ -215,9 +215,9 @@ def _budget_table(report: CostReport, title: str) -> Table:
         table.add_section()
         table.add_row(
             Text("total", style="bold"),
-            cents(report.spent_usd),
+            cost_words(report.spent_usd),
             cents(report.held_usd),
-            cents(report.committed_usd),
+            cost_words(report.committed_usd),
             _money(report.budget_usd),
             _money(report.left_usd),
         )
@@ -226,26 +226,29 @@ def _budget_table(report: CostReport, title: str) -> Table:
 
 def _pod_table(report: CostReport) -> Table:
     table = Table(title="Pods", box=box.SIMPLE_HEAD, title_justify="left")
-    table.add_column("pod")
-    table.add_column("instance")
-    table.add_column("$/h", justify="right")
-    table.add_column("state")
-    table.add_column("hours", justify="right")
-    table.add_column("accrued", justify="right")
-    table.add_column("spent", justify="right")
-    table.add_column("held", justify="right")
+    pods = [(d, p) for d in report.departments for p in d.pods]
+    # Only a running pod has accrued anything beyond what it spent.
+    accrued = any(p.running for _, p in pods)
+    # A narrow terminal wraps a long pod name rather than cutting it short; the figures
+    # keep their width.
+    table.add_column("pod", overflow="fold", ratio=2)
+    table.add_column("instance", overflow="fold", ratio=1)
+    figures = ("$/h", "state", "hours", *(("accrued",) if accrued else ()), "spent", "held")
+    for name in figures:
+        table.add_column(name, justify="left" if name == "state" else "right", no_wrap=True)
     several = len(report.departments) > 1
-    for department in report.departments:
-        for pod in department.pods:
-            where = f"{department.department}: {pod.pod}" if several else pod.pod
-            table.add_row(
-                where,
-                f"{pod.instance_type} {pod.market}",
-                _price(pod.usd_per_hour),
-                _status(pod),
-                f"{_hours(pod, report):.2f}",
-                _money(pod.accrued_usd),
-                cents(pod.spent_usd),
-                cents(pod.held_usd),
-            )
+    for department, pod in pods:
+        where = f"{department.department}: {pod.pod}" if several else pod.pod
+        row = [
+            where,
+            f"{pod.instance_type} {pod.market}",
+            _price(pod.usd_per_hour),
+            _status(pod),
+            f"{_hours(pod, report):.2f}",
+            *((_money(pod.accrued_usd),) if accrued else ()),
+            # A run of seconds costs less than a cent; it shows, rather than $0.00.
+            cost_words(pod.spent_usd),
+            cents(pod.held_usd),
+        ]
+        table.add_row(*row)
     return table

@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 
 from orca.aws.clients import AwsClients
 from orca.aws.errors import error_for_code
 from orca.cli import build_parser
 from orca.cost_command import LedgerSource, run
+from orca.cost_output import print_report
 from orca.cost_report import (
     CostReport,
     MonthReader,
@@ -375,6 +377,24 @@ def test_the_table_shows_departments_namespaces_and_pods(physics: Ledger, biolog
         assert text in out
     assert "physics: ml/job-d" in out and "running" in out and "launching" in out
     assert "\x1b[" not in out
+
+
+def test_a_narrow_table_keeps_long_pod_names_whole_and_shows_a_cost_under_a_cent(
+    table: FakeLedgerTable,
+) -> None:
+    ledger = ledger_for(table, "physics")
+    name = "genome-align-chunk-17-of-a-very-long-series"
+    ledger.hold("s", "biology", name, "m7i.large", "on-demand", Decimal("0.1008"), HOUR,
+                Decimal(500), month="2026-12")  # fmt: skip
+    run_for(datetime(2026, 12, 2, 9, tzinfo=UTC), 0, ledger, "s", "0.1008")  # EC2's 60 s
+    out = io.StringIO()
+
+    print_report(report_of(ledger), Console(file=out, width=80, no_color=True))
+
+    printed = out.getvalue()
+    assert all(len(line) <= 80 for line in printed.splitlines())
+    assert name in "".join(line.split()[0] for line in printed.splitlines() if line.strip())
+    assert "$0.0017" in printed
 
 
 def test_an_empty_month_prints_a_nothing_spent_table(physics: Ledger) -> None:
