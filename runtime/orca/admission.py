@@ -57,6 +57,7 @@ from orca.contract import LaunchSpec
 from orca.ledger import Ledger
 from orca.ledger_records import (
     MINIMUM_BILLED_SECONDS,
+    OPEN_HOLD_MONTHS,
     BudgetExceeded,
     Carryover,
     HoldState,
@@ -67,6 +68,7 @@ from orca.ledger_records import (
     iso,
     month_of,
     month_start,
+    months_before,
     next_month,
     seconds,
     usd,
@@ -304,13 +306,13 @@ class Admission:
         return self._carried
 
     def open_holds(self) -> list[PodEntry]:
-        """The pods whose hold is open, this month's and last month's: a hold stays in the
-        month it was made in until it is settled or given back."""
+        """The pods whose hold is open, made this month or in the months a hold may still
+        be open from (:data:`~orca.ledger_records.OPEN_HOLD_MONTHS`)."""
         this_month = month_of(self.clock())
-        last_month = month_of(month_start(this_month) - timedelta(seconds=1))
+        months = [*reversed(months_before(this_month, OPEN_HOLD_MONTHS)), this_month]
         return [
             pod
-            for month in (last_month, this_month)
+            for month in months
             for pod in self.ledger.month_summary(month).pods
             if pod.held_usd > 0
         ]
@@ -494,18 +496,21 @@ class Admission:
         )
         if rate is None:
             return at_launch
+        billed = min(rate, record.usd_per_hour)
         if rate != at_launch:
+            capped = f", capped at the held {hourly_rate(billed)}" if billed < rate else ""
             log.info(
                 "pod %s: the spot price of %s in %s moved while it ran; it averaged %s "
-                "(%s at launch)",
+                "(%s at launch)%s",
                 record.pod,
                 instance.instance_type,
                 instance.availability_zone,
                 hourly_rate(rate),
                 hourly_rate(at_launch),
+                capped,
                 extra={"pod_uid": record.pod_uid},
             )
-        return min(rate, record.usd_per_hour)
+        return billed
 
     def _forget(self, pod_uid: str) -> None:
         with self._lock:
@@ -539,22 +544,23 @@ class Admission:
         over = spent > limit
         stop = self.budget.over_limit == "stop" and spent >= self.budget.hard_ceiling_usd
         state = SpendState(month, spent, limit, over, stop)
+        # The verdict on running pods first: nothing read after this may hold it up.
+        before = self._state
+        self._state = state
+        self._log_crossing(before, state, len(running))
 
         self.metrics.spent_usd.set(float(spent))
         self.metrics.budget_usd.set(float(limit))
-        # What new holds may take: the budget less this month's spend and holds, and less
-        # what pods admitted last month may still spend in this one (as admission counts).
-        left = limit - summary.committed_usd - self._carried_over().total_usd
-        self.metrics.remaining_usd.set(float(max(left, Decimal(0))))
         self.metrics.burn_usd_per_hour.set(float(sum(p.usd_per_hour for p in running.values())))
         for namespace, amount in by_namespace.items():
             self.metrics.namespace_spent_usd.labels(
                 department=self.metrics.department, namespace=namespace
             ).set(float(amount))
-
-        before = self._state
-        self._state = state
-        self._log_crossing(before, state, len(running))
+        # What new holds may take: the budget less this month's spend and holds, and less
+        # what pods admitted before this month may still spend in it (as admission counts).
+        # Read last, as its own ledger reads; the next sweep tries again if they fail.
+        left = limit - summary.committed_usd - self._carried_over().total_usd
+        self.metrics.remaining_usd.set(float(max(left, Decimal(0))))
         return state
 
     def _log_crossing(self, before: SpendState | None, now: SpendState, running: int) -> None:

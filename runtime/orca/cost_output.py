@@ -174,6 +174,14 @@ def print_report(report: CostReport, console: Console) -> None:
         notes.append(
             f"holds, budgets and what is left are those of the whole of {', '.join(period.months)}"
         )
+    for department in report.departments:
+        for month in department.months:
+            if month.carried_usd > 0:
+                notes.append(
+                    f"left: {department.department}'s {month.month} also keeps "
+                    f"{cents(month.carried_usd)} for pods admitted the month before, which "
+                    "may still spend it"
+                )
     if report.budget_usd is None:
         notes.append("a budget shows once a hold has been checked against it in the month")
     console.print(Text("\n".join(notes), style="dim"))

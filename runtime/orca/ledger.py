@@ -67,6 +67,7 @@ from typing import Any, TypeVar
 from orca.aws.clients import AwsClients
 from orca.aws.ledger_table import Key, LedgerTable, PutNew, TransactionCancelled, Update
 from orca.ledger_records import (
+    OPEN_HOLD_MONTHS,
     BudgetExceeded,
     Carryover,
     HoldState,
@@ -85,6 +86,7 @@ from orca.ledger_records import (
     iso,
     month_of,
     month_start,
+    months_before,
     months_between,
     seconds,
     usd,
@@ -221,11 +223,19 @@ class Ledger:
         return summary
 
     def carried_into(self, month: str) -> Carryover:
-        """What the open holds of the month before ``month`` may still spend in it."""
+        """What the open holds of the months before ``month`` may still spend in it.
+
+        A hold from two months back that reaches this month is also counted, whole from
+        this month's start, in the month between: that errs on the side of holding more.
+        """
         start = month_start(month)
-        before = month_of(start - timedelta(seconds=1))
         total, by_namespace = _ZERO, dict[str, Decimal]()
-        for part in self.month_summary(before).pods:
+        parts = [
+            part
+            for before in months_before(month, OPEN_HOLD_MONTHS)
+            for part in self.month_summary(before).pods
+        ]
+        for part in parts:
             if part.held_usd <= 0:
                 continue
             record = self.find(part.pod_uid)

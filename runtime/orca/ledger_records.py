@@ -106,6 +106,22 @@ def next_month(month: str) -> str:
     return f"{start.year + 1}-01" if start.month == 12 else f"{start.year}-{start.month + 1:02d}"
 
 
+# A hold stays in the month it was made in until it is settled or given back. A pod's
+# bound is at most the settings' lifetime ceiling (28 days) plus the runtime's grace past
+# a deadline, which can reach from a month's last minutes into the month after next: open
+# holds are looked for this many months back.
+OPEN_HOLD_MONTHS = 2
+
+
+def months_before(month: str, count: int) -> list[str]:
+    """The ``count`` months before ``month``, the nearest first."""
+    months, moment = [], month_start(month)
+    for _ in range(count):
+        moment = month_start(month_of(moment - timedelta(seconds=1)))
+        months.append(month_of(moment))
+    return months
+
+
 def months_between(start: datetime, end: datetime) -> list[str]:
     """The months that [start, end) touches, in order."""
     months, month = [], month_of(start)
@@ -328,7 +344,7 @@ class MonthSummary:
 
 @dataclass(frozen=True)
 class Carryover:
-    """What pods held in the month before ``month`` may still spend in ``month``.
+    """What pods held in the months before ``month`` may still spend in ``month``.
 
     Their holds count in the month they were made in, so without this a pod admitted
     late in one month would not count against the next. Each such hold that is still

@@ -66,5 +66,6 @@ class FailingLoop:
 
     def succeeded(self) -> None:
         if self.failures:
-            self.logger.info("%s works again after %d failures", self.what, self.failures)
+            failures = "1 failure" if self.failures == 1 else f"{self.failures} failures"
+            self.logger.info("%s works again after %s", self.what, failures)
             self.failures = 0

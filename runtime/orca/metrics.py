@@ -89,7 +89,8 @@ class Metrics:
         ).labels(**labels)
         self.remaining_usd = Gauge(
             "orca_budget_remaining_usd",
-            "What is left of this month's budget for new launches (budget - spent - held)",
+            "What is left of this month's budget for new launches (budget - spent - held - "
+            "what pods admitted in earlier months may still spend in this one)",
             list(labels),
             registry=self.registry,
         ).labels(**labels)

@@ -258,13 +258,13 @@ class Settings(BaseSettings):
     @field_validator("max_lifetime_ceiling")
     @classmethod
     def _ceiling_fits_the_budget_months(cls, value: timedelta) -> timedelta:
-        # A hold counts in its own month and is carried into the next one only; a pod that
-        # could outlive the month after the one it was admitted in would escape a budget.
+        # A hold counts in its own month and is looked for two months back at most; a pod
+        # that could run on past that would escape the budget.
         if value > MAX_LIFETIME_CEILING:
             days = MAX_LIFETIME_CEILING.days
             raise ValueError(
-                f"must be at most {days} days (P{days}D), so that a pod admitted in one "
-                "month cannot outlive the next"
+                f"must be at most {days} days (P{days}D): the budget looks for a pod's hold "
+                "two months back at most"
             )
         return value
 

@@ -304,13 +304,20 @@ def test_a_spot_run_is_settled_at_the_zones_price_each_second_it_ran() -> None:
     assert record.settled_usd_per_hour == Decimal("0.75")
 
 
-def test_a_spot_run_whose_price_history_cannot_be_read_is_settled_at_its_launch_price() -> None:
+def test_a_spot_run_whose_price_history_cannot_be_read_is_settled_at_its_launch_price(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     world = BudgetWorld()
+    launched_at = world.clock.now
     for zone in ("us-east-1a", "us-east-1b"):
-        world.spot.set_price("m7i.large", zone, Decimal("0.60"), world.clock.now)
+        world.spot.set_price("m7i.large", zone, Decimal("0.60"), launched_at)
     uid = world.create(budget_pod(**{"orca.research/launch-type": "spot"}))
     world.reconcile(uid)
     instance = world.instance_of(uid)
+    # The price moved, but the history cannot be read when the run ends.
+    world.spot.set_price(
+        "m7i.large", instance.availability_zone, Decimal("0.90"), launched_at + timedelta(hours=1)
+    )
     world.clock.now += timedelta(hours=2)
     world.spot.fail(client_error("RequestLimitExceeded", "DescribeSpotPriceHistory"))
 
@@ -319,7 +326,12 @@ def test_a_spot_run_whose_price_history_cannot_be_read_is_settled_at_its_launch_
     world.reconcile(uid)
 
     record = world.ledger.find(uid)
-    assert record is not None and record.cost_usd == Decimal("1.20")
+    assert record is not None and record.cost_usd == Decimal("1.20")  # 2 h at $0.60
+    assert any(
+        "could not be read" in r.getMessage()
+        and "settled at the price noted at its launch" in r.getMessage()
+        for r in caplog.records
+    )
 
 
 def test_a_waiting_spot_pod_whose_max_price_was_raised_holds_at_the_new_price() -> None:
@@ -681,6 +693,26 @@ def test_spend_past_the_hard_ceiling_stops_running_pods_and_launches() -> None:
     now.reconcile(other)
     assert world.ec2.calls["RunInstances"] == 1
     assert "has spent $0.90 of its $0.50 budget" in warnings(now)[-1]
+
+
+def test_the_hard_ceiling_stops_pods_even_when_the_carry_over_cannot_be_read() -> None:
+    world = BudgetWorld(monthly_usd=Decimal(10))
+    uid = world.create(budget_pod())
+    world.reconcile(uid)
+    now = lowered(world, monthly_usd=Decimal("0.50"), over_limit="stop")
+    now.reconcile(uid)
+    now.clock.now += timedelta(minutes=30)
+
+    def unreadable(month: str) -> Any:
+        raise ConnectionError("DynamoDB did not answer")
+
+    now.ledger.carried_into = unreadable  # type: ignore[method-assign]
+    with pytest.raises(ConnectionError):
+        now.admission.sweep()
+    stored = now.reconcile(uid)
+
+    assert stored["status"]["reason"] == "BudgetExceeded"
+    assert world.instance_of(uid).state == "terminated"
 
 
 def test_spend_past_the_budget_lets_running_pods_finish_and_says_so_once() -> None:

@@ -294,6 +294,8 @@ def test_what_is_left_of_a_month_keeps_out_what_last_months_pods_may_spend_in_it
     assert status == 0
     (month,) = json.loads(out)["departments"][0]["months"]
     assert (month["carried_in_usd"], month["left_usd"]) == ("5.400000", "2.800000")
+    _, table, _ = cost(["--month", "2027-01"], {"physics": ledger})
+    assert "physics's 2027-01 also keeps $5.40 for pods admitted the month before" in table
 
     ledger.launched("late", "i-late", datetime(2026, 12, 31, 23, 1, tzinfo=UTC))
     ledger.settle("late", "i-late", datetime(2026, 12, 31, 23, 1, tzinfo=UTC),

@@ -315,3 +315,20 @@ def test_naive_times_are_refused(ledger: Ledger) -> None:
     hold(ledger, "a")
     with pytest.raises(ValueError, match="no time zone"):
         ledger.settle("a", "i-0a", datetime(2026, 12, 4), datetime(2026, 12, 5), Decimal("1"))
+
+
+def test_a_hold_reaching_past_the_month_after_its_own_is_kept_out_of_both(
+    table: FakeLedgerTable, clock: Clock
+) -> None:
+    # The longest bound (28 days and the runtime's 2 minutes' grace) from 23:59 on 31
+    # January ends at 00:01 on 1 March in a year without 29 February.
+    clock.now = datetime(2027, 1, 31, 23, 59, tzinfo=UTC)
+    ledger = ledger_on(table, clock)
+    bound = 28 * 24 * 3600 + 120
+    ledger.hold(
+        "long", "ml", "long", "m7i.large", "on-demand", Decimal("3.6"), bound, Decimal(5000)
+    )
+
+    # February keeps the rest of the bound from its start (its 28 days and March's minute).
+    assert ledger.carried_into("2027-02").total_usd == Decimal("3.6") * 24 * 28 + Decimal("0.06")
+    assert ledger.carried_into("2027-03").total_usd == Decimal("0.06")  # its one minute
