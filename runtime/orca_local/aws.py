@@ -42,7 +42,13 @@ Extensions, each with its reason:
     ``InvalidCapacityReservationId.NotFound``. The instance records its reservation
     (``CapacityReservationId`` in DescribeInstances), and its slot frees once it is
     shutting down or terminated. Reservations are not matched for ``open`` launches:
-    ORCA's envelope makes only ``targeted`` reservations.
+    ORCA's envelope makes only ``targeted`` reservations. A reservation defined with
+    ``capacity_block=(start, end)`` is a Capacity Block for ML: it takes only launches of
+    market type ``capacity-block`` (and they go nowhere else), only from its start until
+    30 minutes before its end, when EC2 starts ending its instances (the emulator does not
+    end them). DescribeCapacityReservations (a 500 in moto) lists them all, with EC2's
+    ``ReservationType``, ``State`` (``scheduled``, ``active``, ``expired``), dates and
+    free slots.
 (f) Terminating an instance that is already shutting down or terminated. EC2 accepts it
     and reports the current state; moto deletes the instance's network interfaces a second
     time and fails with ``InvalidNetworkInterfaceID.NotFound``. That happens whenever an
@@ -146,6 +152,19 @@ class _Reservation:
     zone: str
     count: int
     group_arn: str | None = None
+    # "default" (an On-Demand Capacity Reservation) or "capacity-block", which runs from
+    # start to end; EC2 ends a block's instances 30 minutes before its end.
+    reservation_type: str = "default"
+    start: datetime | None = None
+    end: datetime | None = None
+
+    def state(self, now: datetime) -> str:
+        if self.reservation_type != "capacity-block":
+            return "active"
+        assert self.start is not None and self.end is not None
+        if now < self.start:
+            return "scheduled"
+        return "active" if now < self.end else "expired"
 
 
 _reservations: dict[str, _Reservation] = {}
@@ -153,6 +172,8 @@ _reservations: dict[str, _Reservation] = {}
 _spot_interruptions: dict[str, dict[str, str]] = {}
 # A slot is taken while its instance is in one of these states.
 _HOLDS_A_SLOT = ("pending", "running", "stopping", "stopped")
+# EC2 starts ending a capacity block's instances this long before the block ends.
+CAPACITY_BLOCK_ENDING = timedelta(minutes=30)
 
 
 def install() -> None:
@@ -163,6 +184,10 @@ def install() -> None:
             return
         _original_run_instances = InstanceResponse.run_instances
         InstanceResponse.run_instances = _run_instances  # type: ignore[method-assign]
+        # moto answers DescribeCapacityReservations with a 500; EC2Response finds it here.
+        InstanceResponse.describe_capacity_reservations = (  # type: ignore[attr-defined]
+            _describe_capacity_reservations
+        )
         _original_terminate = Instance.terminate
         Instance.terminate = _terminate  # type: ignore[method-assign]
         _original_dynamodb_call = DynamoHandler.call_action
@@ -205,13 +230,26 @@ def define_capacity_reservation(
     zone: str,
     count: int,
     group_arn: str | None = None,
+    *,
+    capacity_block: tuple[datetime, datetime] | None = None,
 ) -> None:
-    """Define (or redefine, e.g. with more slots) a targeted capacity reservation."""
+    """Define (or redefine, e.g. with more slots) a targeted capacity reservation; with
+    ``capacity_block`` (its start and end), a capacity block."""
     if count < 0:
         raise ValueError(f"a reservation holds zero or more instances, not {count}")
+    start, end = capacity_block or (None, None)
+    if start is not None and end is not None and not start < end:
+        raise ValueError(f"a capacity block ends after it starts, not {start} to {end}")
     with _lock:
         _reservations[reservation_id] = _Reservation(
-            reservation_id, instance_type, zone, count, group_arn
+            reservation_id,
+            instance_type,
+            zone,
+            count,
+            group_arn,
+            "capacity-block" if capacity_block else "default",
+            start,
+            end,
         )
 
 
@@ -394,6 +432,7 @@ def _reserved_slot(response: InstanceResponse) -> _Reservation | None:
     instance_type = response._get_param("InstanceType")
     count = int(response._get_param("MinCount", if_none="1"))
     zone = _launch_zone(response)
+    _check_market(response, candidates)
     for candidate in candidates:
         free = candidate.count - len(_instances_in(candidate.reservation_id))
         if candidate.instance_type == instance_type and candidate.zone == zone and free >= count:
@@ -403,6 +442,65 @@ def _reserved_slot(response: InstanceResponse) -> _Reservation | None:
         "The requested reservation does not have sufficient compatible and available "
         "capacity for this request.",
     )
+
+
+def _check_market(response: InstanceResponse, candidates: list[_Reservation]) -> None:
+    """A capacity block takes launches of market type capacity-block while it runs (until
+    EC2 starts ending its instances, 30 minutes before its end), and nothing else does."""
+    market = (response._get_param("InstanceMarketOptions", {}) or {}).get("MarketType")
+    blocks = [c for c in candidates if c.reservation_type == "capacity-block"]
+    if market == "capacity-block" and not blocks:
+        raise EC2ClientError(
+            "InvalidParameterCombination",
+            "The market type capacity-block can be used only with a Capacity Block reservation.",
+        )
+    if blocks and market != "capacity-block":
+        raise EC2ClientError(
+            "InvalidParameterCombination",
+            "To launch into a Capacity Block, specify the market type capacity-block.",
+        )
+    now = datetime.now(UTC)
+    for block in blocks:
+        assert block.start is not None and block.end is not None
+        if not block.start <= now < block.end - CAPACITY_BLOCK_ENDING:
+            raise EC2ClientError(
+                "ReservationCapacityExceeded",
+                f"The Capacity Block {block.reservation_id} is not active "
+                f"({block.start:%FT%TZ} to {block.end:%FT%TZ}).",
+            )
+
+
+def _describe_capacity_reservations(self: InstanceResponse) -> ActionResult:
+    """DescribeCapacityReservations over the reservations of (e); moto has none."""
+    wanted = set(self._get_param("CapacityReservationIds", []))
+    now = datetime.now(UTC)
+    with _lock:
+        unknown = sorted(wanted - set(_reservations))
+        if unknown:
+            raise EC2ClientError(
+                "InvalidCapacityReservationId.NotFound",
+                f"The capacity reservation ID '{unknown[0]}' does not exist",
+            )
+        listed = []
+        for r in _reservations.values():
+            if wanted and r.reservation_id not in wanted:
+                continue
+            entry: dict[str, Any] = {
+                "CapacityReservationId": r.reservation_id,
+                "InstanceType": r.instance_type,
+                "InstancePlatform": "Linux/UNIX",
+                "AvailabilityZone": r.zone,
+                "Tenancy": "default",
+                "TotalInstanceCount": r.count,
+                "AvailableInstanceCount": r.count - len(_instances_in(r.reservation_id)),
+                "State": r.state(now),
+                "ReservationType": r.reservation_type,
+                "InstanceMatchCriteria": "targeted",
+            }
+            if r.start is not None and r.end is not None:
+                entry.update(StartDate=r.start, EndDate=r.end, EndDateType="limited")
+            listed.append(entry)
+    return ActionResult({"CapacityReservations": listed})
 
 
 def _place(instance: Any, reservation: _Reservation) -> None:
@@ -458,6 +556,11 @@ def _control_app(app: DomainDispatcherApplication) -> Callable[..., Iterable[byt
     return wsgi
 
 
+def _parse_time(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def _control(request: Request) -> Response:
     path = request.path[len(CONTROL_PREFIX) :].strip("/").split("/")
     try:
@@ -473,12 +576,16 @@ def _control(request: Request) -> Response:
             return Response(status=204)
         if path == ["capacity-reservations"] and request.method == "POST":
             body = request.get_json(force=True)
+            block = body.get("capacityBlock")
             define_capacity_reservation(
                 body["id"],
                 body["instanceType"],
                 body["zone"],
                 int(body["count"]),
                 body.get("groupArn"),
+                capacity_block=(
+                    (_parse_time(block["start"]), _parse_time(block["end"])) if block else None
+                ),
             )
             return Response(status=204)
         if path == ["capacity-reservations"] and request.method == "GET":
@@ -597,14 +704,19 @@ class LocalAwsControl(aws_pricing.PricingControl):
         zone: str,
         count: int,
         group_arn: str | None = None,
+        *,
+        capacity_block: tuple[datetime, datetime] | None = None,
     ) -> None:
-        body = {
+        body: dict[str, Any] = {
             "id": reservation_id,
             "instanceType": instance_type,
             "zone": zone,
             "count": count,
             "groupArn": group_arn,
         }
+        if capacity_block is not None:
+            start, end = capacity_block
+            body["capacityBlock"] = {"start": start.isoformat(), "end": end.isoformat()}
         self._call("POST", "capacity-reservations", body)
 
     def clear_capacity_reservations(self) -> None:

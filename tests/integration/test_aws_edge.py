@@ -18,6 +18,7 @@ from orca.aws.bundles import BundleStore
 from orca.aws.clients import AwsClients
 from orca.aws.ec2 import Ec2, run_instances_params
 from orca.aws.errors import (
+    BadRequestError,
     CapacityError,
     IdempotencyMismatchError,
     NotFoundError,
@@ -620,3 +621,53 @@ def test_avoiding_reservations_launches_outside_a_matching_one(
     assert avoiding.capacity_reservation_id is None
     [listed] = [r for r in local_aws.control.capacity_reservations() if r["id"] == reservation]
     assert listed["instanceIds"] == []
+
+
+def test_a_capacity_block_is_described_and_takes_capacity_block_launches_while_it_runs(
+    aws_clients: AwsClients, envelope: Envelope, fast_pacer: Pacer, local_aws: LocalAwsProcess
+) -> None:
+    ec2 = Ec2(aws_clients.ec2, fast_pacer)
+    zone = envelope.subnet_zones[envelope.subnet_ids[0]]
+    now = datetime.now(UTC).replace(microsecond=0)
+    running, later = _reservation_id(), _reservation_id()
+    control = local_aws.control
+    control.define_capacity_reservation(
+        running,
+        "p5.48xlarge",
+        zone,
+        1,
+        capacity_block=(now - timedelta(hours=1), now + timedelta(days=1)),
+    )
+    control.define_capacity_reservation(
+        later,
+        "p5.48xlarge",
+        zone,
+        1,
+        capacity_block=(now + timedelta(days=1), now + timedelta(days=2)),
+    )
+    target = ReservationChoice.reservation(running)
+
+    def launch(market: str, reservation: ReservationChoice) -> Any:
+        return ec2.run_instance(
+            launch_request(
+                envelope, instance_type="p5.48xlarge", market=market, reservation=reservation
+            )
+        )
+
+    block = ec2.describe_capacity_reservation(running)
+    with pytest.raises(BadRequestError) as on_demand_into_a_block:
+        launch("on-demand", target)
+    with pytest.raises(CapacityError):
+        launch("capacity-block", ReservationChoice.reservation(later))  # not started yet
+    instance = launch("capacity-block", target)
+
+    assert (block.capacity_block, block.state, block.instance_type) == (
+        True,
+        "active",
+        "p5.48xlarge",
+    )
+    assert block.end == now + timedelta(days=1) and block.available_count == 1
+    assert ec2.describe_capacity_reservation(later).state == "scheduled"
+    assert on_demand_into_a_block.value.code == "InvalidParameterCombination"
+    assert instance.capacity_reservation_id == running
+    assert ec2.describe_capacity_reservation(running).available_count == 0

@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from orca.aws.errors import NotFoundError, aws_call
-from orca.aws.model import Instance, LaunchRequest, Subnet, instance_arn
+from orca.aws.model import CapacityReservation, Instance, LaunchRequest, Subnet, instance_arn
 from orca.aws.ratelimit import Pacer
 from orca.tags import POD as POD_TAG
 
@@ -184,6 +184,26 @@ class Ec2:
             for raw in response.get("Subnets", [])
         ]
 
+    def describe_capacity_reservation(self, reservation_id: str) -> CapacityReservation:
+        """One capacity reservation (or capacity block); NotFoundError if EC2 knows none."""
+        response = self._call(
+            "DescribeCapacityReservations",
+            f"describing capacity reservation {reservation_id}",
+            CapacityReservationIds=[reservation_id],
+        )
+        [raw] = response["CapacityReservations"]
+        return CapacityReservation(
+            reservation_id=raw["CapacityReservationId"],
+            instance_type=raw["InstanceType"],
+            availability_zone=raw["AvailabilityZone"],
+            state=raw["State"],
+            reservation_type=raw.get("ReservationType", "default"),
+            total_count=int(raw.get("TotalInstanceCount", 0)),
+            available_count=int(raw.get("AvailableInstanceCount", 0)),
+            start=_aware(raw.get("StartDate")),
+            end=_aware(raw.get("EndDate")),
+        )
+
     def check_access(self) -> None:
         """Raise AuthError or UnreachableError unless EC2 answers with these credentials.
 
@@ -229,6 +249,8 @@ def run_instances_params(req: LaunchRequest) -> dict[str, Any]:
         if req.max_spot_price is not None:
             spot["MaxPrice"] = str(req.max_spot_price)
         params["InstanceMarketOptions"] = {"MarketType": "spot", "SpotOptions": spot}
+    elif req.market == "capacity-block":
+        params["InstanceMarketOptions"] = {"MarketType": "capacity-block"}
     reservation = _reservation_specification(req)
     if reservation is not None:
         params["CapacityReservationSpecification"] = reservation
@@ -250,6 +272,8 @@ def run_instances_params(req: LaunchRequest) -> dict[str, Any]:
 def _reservation_specification(req: LaunchRequest) -> dict[str, Any] | None:
     """The CapacityReservationSpecification for ``req``; None leaves EC2's default, open."""
     choice = req.reservation
+    if req.market == "capacity-block" and choice.reservation_id is None:
+        raise ValueError("a capacity-block launch names its block's capacity reservation id")
     if choice.preference == "open":
         return None
     if req.market == "spot":
@@ -301,6 +325,10 @@ def _ended_at(raw: Mapping[str, Any]) -> datetime | None:
     if found is None:
         return None
     return datetime.strptime(found.group(1), "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+
+
+def _aware(value: Any) -> datetime | None:
+    return value.astimezone(UTC) if isinstance(value, datetime) else None
 
 
 def _snake(operation: str) -> str:

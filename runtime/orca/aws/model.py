@@ -8,7 +8,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Literal
 
-Market = Literal["on-demand", "spot"]
+# A capacity block is EC2's market of its own: an instance launched into a block bought
+# ahead of time, whose whole fee was paid at the purchase.
+Market = Literal["on-demand", "spot", "capacity-block"]
 
 # EC2 instance states; "gone" covers both shutting-down and terminated.
 LIVE_STATES = frozenset({"pending", "running", "stopping", "stopped"})
@@ -94,6 +96,30 @@ class Instance:
 def instance_arn(partition: str, region: str, account: str, instance_id: str) -> str:
     """The instance's ARN, as IAM resolves ``${ec2:SourceInstanceARN}`` for its role."""
     return f"arn:{partition}:ec2:{region}:{account}:instance/{instance_id}"
+
+
+@dataclass(frozen=True)
+class CapacityReservation:
+    """One capacity reservation as DescribeCapacityReservations tells it.
+
+    ``reservation_type`` is ``default`` for an On-Demand Capacity Reservation and
+    ``capacity-block`` for a Capacity Block for ML; a block runs from ``start`` to
+    ``end`` and its ``state`` is ``scheduled`` before it starts, ``active`` while it runs.
+    """
+
+    reservation_id: str
+    instance_type: str
+    availability_zone: str
+    state: str
+    reservation_type: str
+    total_count: int
+    available_count: int
+    start: datetime | None = None
+    end: datetime | None = None
+
+    @property
+    def capacity_block(self) -> bool:
+        return self.reservation_type == "capacity-block"
 
 
 @dataclass(frozen=True)
