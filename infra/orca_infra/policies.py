@@ -145,6 +145,15 @@ def runtime_policy(scope: RuntimeScope) -> Document:
             "Resource": [scope.ec2("spot-instances-request/*"), *launch_targets],
         },
         {
+            # Capacity blocks are bought ahead (paid in full), outside the stack; one tagged
+            # with the department and cluster when bought is the department's to launch into.
+            "Sid": "UseTheDepartmentsTaggedCapacityBlocks",
+            "Effect": "Allow",
+            "Action": "ec2:RunInstances",
+            "Resource": scope.ec2("capacity-reservation/*"),
+            "Condition": {"StringEquals": owned},
+        },
+        {
             # RunInstances with TagSpecifications needs CreateTags, but only as part of it.
             "Sid": "TagOnLaunch",
             "Effect": "Allow",

@@ -74,7 +74,7 @@ from orca.ledger_records import (
     usd,
 )
 from orca.metrics import Metrics
-from orca.pricing import Price, Prices, PriceUnknownError
+from orca.pricing import Price, Prices, PriceUnknownError, capacity_block_price
 from orca.settings import BudgetSettings, NamespaceCaps
 
 log = logging.getLogger(__name__)
@@ -190,6 +190,8 @@ class Admission:
     def hold_price(self, spec: LaunchSpec) -> Price:
         """The hourly price the pod's instance cannot be billed above."""
         name = spec.instance_type.name
+        if spec.market == "capacity-block":
+            return capacity_block_price(name, self.clock())
         if spec.market == "spot":
             on_demand = self.prices.on_demand(name)
             if spec.max_spot_price is not None:
@@ -242,7 +244,12 @@ class Admission:
             self._forget(uid)
         price_note: str | None = None
         if record is None or record.state is HoldState.RELEASED:
-            refused = self._over_budget(f"{namespace}/{name}")
+            # A pod in a capacity block adds nothing to what the month spends.
+            refused = (
+                self._over_budget(f"{namespace}/{name}")
+                if spec.market != "capacity-block"
+                else None
+            )
             if refused is not None:
                 return refused
             try:
@@ -351,6 +358,8 @@ class Admission:
 
     def _rests_on_shipped_table(self, spec: LaunchSpec) -> bool:
         """Whether the hold's price came from ORCA's shipped table, not from AWS."""
+        if spec.market == "capacity-block":
+            return False  # prepaid
         if spec.market == "spot" and spec.max_spot_price is not None:
             return False  # the pod's own bid
         return self.prices.on_demand(spec.instance_type.name).source == "shipped-table"
@@ -607,8 +616,10 @@ class Admission:
         if state is None or not state.over:
             return None
         with self._lock:
-            if pod_uid not in self._running:
-                return None
+            running = self._running.get(pod_uid)
+        # Stopping a pod whose instance costs nothing an hour (a capacity block's) saves nothing.
+        if running is None or running.usd_per_hour == 0:
+            return None
         department = self.ledger.department
         spent = (
             f"The {department} department has spent {cents(state.spent_usd)} of its "

@@ -15,9 +15,20 @@ department's reservation group fails in two ways of its own, told apart here:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
 from orca.aws.errors import AwsError, is_denied, is_reservation_not_found
-from orca.contract import CAPACITY_RESERVATION, LaunchSpec, Rejection
+from orca.aws.model import CapacityReservation
+from orca.bootstrap import DEADLINE_GRACE
+from orca.contract import AVAILABILITY_ZONE, CAPACITY_RESERVATION, LaunchSpec, Rejection
+from orca.ledger_records import iso
 from orca.settings import Settings
+
+# EC2 starts ending a capacity block's instances this long before the block ends.
+CAPACITY_BLOCK_ENDING = timedelta(minutes=30)
+# A block that leaves a pod less than this is not worth a launch (boot, pull, run).
+CAPACITY_BLOCK_SHORTEST_RUN = timedelta(minutes=10)
 
 
 def target(spec: LaunchSpec, settings: Settings) -> str | None:
@@ -63,3 +74,57 @@ def refusal(spec: LaunchSpec, settings: Settings, error: BaseException) -> Rejec
         f"{problem} ({error.code})",
         f"{choices}, or the id of one of the department's own reservations",
     )
+
+
+@dataclass(frozen=True)
+class BlockWindow:
+    """What a capacity block allows a pod now: a launch stopping by ``stop_by``, a wait
+    until ``starts``, or ``rejection`` (the pod fails)."""
+
+    stop_by: datetime | None = None
+    starts: datetime | None = None
+    rejection: Rejection | None = None
+
+
+def block_window(spec: LaunchSpec, block: CapacityReservation, now: datetime) -> BlockWindow:
+    """Check a capacity-block pod against its block, as DescribeCapacityReservations has it.
+
+    The pod must stop before EC2 starts ending the block's instances, 30 minutes before
+    its end, with the runtime's grace past a deadline to spare.
+    """
+    block_id = block.reservation_id
+
+    def refused(problem: str, allowed: str, reason: str = "InvalidAnnotation") -> BlockWindow:
+        rejection = Rejection(CAPACITY_RESERVATION, block_id, problem, allowed, reason)
+        return BlockWindow(rejection=rejection)
+
+    if not block.capacity_block:
+        return refused(
+            "it is an On-Demand Capacity Reservation, not a capacity block",
+            "a capacity block's id; an On-Demand Capacity Reservation's with launch-type on-demand",
+        )
+    if block.instance_type != spec.instance_type.name:
+        return refused(
+            f"the capacity block holds {block.instance_type}, and the pod asks for "
+            f"{spec.instance_type.name}",
+            f"the id of a block of {spec.instance_type.name}, or instance-type "
+            f"{block.instance_type}",
+        )
+    if spec.availability_zone != block.availability_zone:
+        return refused(
+            f"the capacity block is in {block.availability_zone}, not {spec.availability_zone}",
+            f"{AVAILABILITY_ZONE} {block.availability_zone}",
+        )
+    assert block.start is not None and block.end is not None
+    if block.state in ("scheduled", "payment-pending") or now < block.start:
+        return BlockWindow(starts=block.start)
+    stop_by = block.end - CAPACITY_BLOCK_ENDING - DEADLINE_GRACE
+    if block.state != "active" or stop_by - now < CAPACITY_BLOCK_SHORTEST_RUN:
+        return refused(
+            f"the capacity block ends at {iso(block.end)} (it is {block.state}), and EC2 ends "
+            f"its instances {CAPACITY_BLOCK_ENDING.seconds // 60} minutes before: too soon "
+            "for this pod to run",
+            "a capacity block that is active or scheduled",
+            reason="CapacityBlockEnded",
+        )
+    return BlockWindow(stop_by=stop_by.replace(microsecond=0))

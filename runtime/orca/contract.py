@@ -61,7 +61,7 @@ BOOKKEEPING_ANNOTATIONS = (
     *tags.COST_ANNOTATIONS,
 )
 
-LAUNCH_TYPES = ("on-demand", "spot")
+LAUNCH_TYPES = ("on-demand", "spot", "capacity-block")
 # gp3 volumes hold 1 GiB to 16 TiB; the AMIs need 30 GiB for their own root.
 ROOT_VOLUME_RANGE = (30, 16384)
 # Capacity reservation ids are cr- and 17 hex digits; reservations made before 2018 have 8.
@@ -282,13 +282,6 @@ class _Resolver:
         value = self.annotations.get(LAUNCH_TYPE)
         if value is None:
             return template.launch_type if template else "on-demand"
-        if value == "capacity-block":
-            self.reject(
-                LAUNCH_TYPE,
-                "capacity blocks are not supported by this ORCA runtime yet",
-                ", ".join(LAUNCH_TYPES),
-            )
-            return "on-demand"
         if value not in LAUNCH_TYPES:
             self.reject(LAUNCH_TYPE, "unknown launch type", ", ".join(LAUNCH_TYPES))
             return "on-demand"
@@ -395,6 +388,13 @@ class _Resolver:
 
     def _reservation(self, market: Market) -> ReservationChoice:
         value = self.annotations.get(CAPACITY_RESERVATION)
+        if market == "capacity-block" and not (value and RESERVATION_ID.match(value)):
+            self.reject(
+                CAPACITY_RESERVATION,
+                "a capacity-block launch goes into one capacity block, named by its reservation id",
+                f"the block's id (cr- and 17 hex digits) with {AVAILABILITY_ZONE} set to its zone",
+            )
+            return OPEN_RESERVATIONS
         if value is None or value == "open":
             return OPEN_RESERVATIONS
         if value == "none":
@@ -405,9 +405,10 @@ class _Resolver:
             )
             return OPEN_RESERVATIONS
 
-        # Targets: the group or one reservation. Both exist for on-demand launches only.
+        # Targets: the group or one reservation, for on-demand launches; a capacity block
+        # is a reservation of its own market.
         ok = True
-        if market != "on-demand":
+        if market == "spot":
             self.reject(
                 CAPACITY_RESERVATION,
                 f"On-Demand Capacity Reservations serve only on-demand launches, never {market}",

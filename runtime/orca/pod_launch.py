@@ -21,6 +21,7 @@ missing or unusable leaves the pod waiting, and it is tried again.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -50,6 +51,8 @@ log = logging.getLogger(__name__)
 
 MISSING_REFERENCE_RETRY_SECONDS = 10.0
 QUOTA_RETRY_SECONDS = 300.0
+# A pod waiting for its capacity block to start looks again at least this often.
+CAPACITY_BLOCK_RECHECK_SECONDS = 300.0
 
 
 def describe_instance(instance: Instance) -> str:
@@ -181,6 +184,18 @@ class PodLaunch:
         # The attempt launches the type whose turn it is: the pod's own or a fallback.
         choices = spec
         spec = choices.for_attempt(attempt, self._zone_count(choices))
+        if spec.market == "capacity-block":
+            stop_by = self._capacity_block_stop(pod, spec)
+            if stop_by is None:
+                return
+            if not intent_written and stop_by < deadline:
+                block = spec.reservation.reservation_id
+                deadline = stop_by
+                spec = dataclasses.replace(
+                    spec,
+                    lifetime=stop_by - self.clock(),
+                    lifetime_source=f"before EC2 ends the instances of capacity block {block}",
+                )
         bundle = self._build_bundle(pod, spec, deadline)
         if bundle is None:
             return
@@ -259,6 +274,37 @@ class PodLaunch:
         self.observed.remember_instance(instance)
         self._store_bundle(bundle, instance)
         self._record_instance(pod, instance)
+
+    def _capacity_block_stop(self, pod: Pod, spec: LaunchSpec) -> datetime | None:
+        """When a capacity-block pod must stop by, or None when it cannot launch now (it
+        waits for its block to start, or fails)."""
+        uid = pod["metadata"]["uid"]
+        block_id = spec.reservation.reservation_id
+        assert block_id is not None
+        try:
+            block = self.ec2.describe_capacity_reservation(block_id)
+        except (NotFoundError, AuthError) as e:
+            rejection = capacity_reservations.refusal(spec, self.settings, e)
+            if rejection is None:
+                raise
+            self.spend.release(uid)
+            self.writer.fail(pod, rejection.reason, rejection.message())
+            return None
+        window = capacity_reservations.block_window(spec, block, self.clock())
+        if window.rejection is not None:
+            self.spend.release(uid)
+            self.writer.fail(pod, window.rejection.reason, window.rejection.message())
+            return None
+        if window.starts is not None:
+            wait = (window.starts - self.clock()).total_seconds()
+            message = (
+                f"capacity block {block_id} starts at {pod_status.timestamp(window.starts)}; "
+                "the pod waits and launches into it then"
+            )
+            self.writer.wait(pod, "WaitingForCapacityBlock", message)
+            self.queue.add_after(uid, min(max(wait, 5.0), CAPACITY_BLOCK_RECHECK_SECONDS))
+            return None
+        return window.stop_by
 
     def _build_bundle(self, pod: Pod, spec: LaunchSpec, deadline: datetime) -> PodBundle | None:
         """The pod's bundle, or None while a reference it needs is missing (the pod waits)."""

@@ -50,7 +50,9 @@ from orca.catalog import Catalog
 logger = logging.getLogger(__name__)
 
 Market = Literal["on-demand", "spot"]
-PriceSource = Literal["price-list", "shipped-table", "spot-history", "spot-ceiling", "upfront-fee"]
+PriceSource = Literal[
+    "price-list", "shipped-table", "spot-history", "spot-ceiling", "upfront-fee", "prepaid"
+]
 
 DEFAULT_ON_DEMAND_TTL = timedelta(hours=6)
 DEFAULT_SPOT_TTL = timedelta(hours=1)
@@ -444,6 +446,24 @@ def _pick_quote(quotes: Mapping[str, SpotQuote], zone: str | None) -> SpotQuote 
     if zone is not None:
         return quotes.get(zone)
     return max(quotes.values(), key=lambda q: q.usd_per_hour, default=None)
+
+
+def capacity_block_price(instance_type: str, as_of: datetime) -> Price:
+    """What one more hour of an instance in a capacity block costs: nothing.
+
+    AWS bills a capacity block's whole fee when it is bought, used or not, and bills its
+    instances nothing by the hour (Linux); the fee is the department's spend from the
+    purchase, which :func:`capacity_block_hourly` spreads over the block's hours.
+    """
+    return Price(
+        instance_type,
+        "capacity-block",
+        Decimal(0),
+        "prepaid",
+        as_of,
+        detail="a capacity block's instances cost nothing by the hour: its whole fee was "
+        "billed when it was bought",
+    )
 
 
 def capacity_block_hourly(

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from orca.aws.errors import AwsError, error_for_code
-from orca.aws.model import Instance, LaunchRequest, Subnet, instance_arn
+from orca.aws.model import CapacityReservation, Instance, LaunchRequest, Subnet, instance_arn
 from orca.tags import POD
 
 ACCOUNT = "123456789012"
@@ -55,6 +55,7 @@ class FakeEc2:
         self._requests: dict[str, LaunchRequest] = {}
         self._tokens: dict[str, tuple[LaunchRequest, str]] = {}
         self._capacity: dict[tuple[str, str], int] = {}
+        self.reservations: dict[str, CapacityReservation] = {}
         self._failures: dict[str, list[_Failure]] = {}
         self._ids = itertools.count(1)
         self._ips = itertools.count(10)
@@ -159,6 +160,18 @@ class FakeEc2:
             self._requests[instance.instance_id] = req
             self._tokens[req.client_token] = (req, instance.instance_id)
             return instance
+
+    def describe_capacity_reservation(self, reservation_id: str) -> CapacityReservation:
+        with self._lock:
+            self._enter("DescribeCapacityReservations")
+            if reservation_id not in self.reservations:
+                raise error_for_code(
+                    "InvalidCapacityReservationId.NotFound",
+                    f"The capacity reservation ID '{reservation_id}' does not exist",
+                    context=f"describing capacity reservation {reservation_id}",
+                    operation="DescribeCapacityReservations",
+                )
+            return self.reservations[reservation_id]
 
     def terminate(self, instance_ids: Iterable[str]) -> None:
         ids = list(dict.fromkeys(instance_ids))

@@ -251,3 +251,19 @@ def test_runtime_reads_prices_and_nothing_else_unscoped(physics: StackRun) -> No
     assert "Condition" not in prices
     ledger = _statement(policy, "KeepTheCostLedger")
     assert ledger["Resource"] == physics.one("aws:dynamodb/table:Table").outputs["arn"]
+
+
+def test_the_runtime_launches_only_into_capacity_blocks_tagged_as_the_departments(
+    physics: StackRun,
+) -> None:
+    policy = _policy(physics, "aws:iam/rolePolicy:RolePolicy", "runtime")
+    blocks = _statement(policy, "UseTheDepartmentsTaggedCapacityBlocks")
+
+    assert blocks["Action"] == "ec2:RunInstances"
+    assert blocks["Resource"] == f"arn:aws:ec2:us-east-1:{ACCOUNT}:capacity-reservation/*"
+    assert blocks["Condition"] == {
+        "StringEquals": {
+            "ec2:ResourceTag/orca.research/department": "physics",
+            "ec2:ResourceTag/orca.research/cluster": "campus",
+        }
+    }

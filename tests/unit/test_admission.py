@@ -11,8 +11,10 @@ from typing import Any
 
 import pytest
 
+from orca import status as pod_status
 from orca import tags
 from orca.admission import CAP_RETRY_SECONDS, Admission
+from orca.aws.model import CapacityReservation
 from orca.catalog import Catalog
 from orca.contract import resolve_launch
 from orca.ledger import Ledger
@@ -760,3 +762,92 @@ def test_the_sweep_publishes_spend_burn_and_what_is_left() -> None:
         },
     )
     assert price == 1.8
+
+
+# --- capacity blocks ---
+
+BLOCK = "cr-0b10c0000000000b1"
+
+
+def block_pod(uid: str = "0b6f1c2e-0000-4000-8000-0000000000b1") -> Any:
+    return budget_pod(
+        uid,
+        **{
+            "orca.research/launch-type": "capacity-block",
+            "orca.research/capacity-reservation": BLOCK,
+            "orca.research/availability-zone": "us-east-1a",
+        },
+    )
+
+
+def define_block(world: BudgetWorld, start: datetime, end: datetime, **fields: Any) -> None:
+    values: dict[str, Any] = {
+        "reservation_id": BLOCK,
+        "instance_type": "m7i.large",
+        "availability_zone": "us-east-1a",
+        "state": "active" if start <= world.clock.now < end else "scheduled",
+        "reservation_type": "capacity-block",
+        "total_count": 1,
+        "available_count": 1,
+        "start": start,
+        "end": end,
+        **fields,
+    }
+    world.ec2.reservations[BLOCK] = CapacityReservation(**values)
+
+
+def test_a_pod_in_a_capacity_block_launches_into_it_costs_nothing_more_and_stops_in_time() -> None:
+    world = BudgetWorld(monthly_usd=Decimal("0.01"))  # a budget no on-demand pod fits
+    now = world.clock.now
+    end = now + timedelta(hours=1)  # before the pod's max-lifetime would stop it
+    define_block(world, now - timedelta(hours=1), end)
+    uid = world.create(block_pod())
+
+    stored = world.reconcile(uid)
+
+    instance = world.instance_of(uid)
+    request = world.ec2.request_of(instance.instance_id)
+    assert (request.market, request.reservation.reservation_id) == ("capacity-block", BLOCK)
+    # EC2 ends the block's instances 30 minutes before its end; the pod stops 2 minutes
+    # before that, so that the runtime's grace past a deadline ends in time too.
+    deadline = stored["metadata"]["annotations"][tags.DEADLINE_ANNOTATION]
+    assert deadline == pod_status.timestamp(end - timedelta(minutes=32))
+    record = world.ledger.find(uid)
+    assert record is not None and (record.usd_per_hour, record.estimate_usd) == (0, 0)
+    launching = [m for _, r, m in world.events.recorded if r == "Launching"]
+    assert f"before EC2 ends the instances of capacity block {BLOCK}" in launching[0]
+
+
+def test_a_pod_waits_for_its_capacity_block_to_start() -> None:
+    world = BudgetWorld()
+    start = world.clock.now + timedelta(hours=3)
+    define_block(world, start, start + timedelta(days=1))
+    uid = world.create(block_pod())
+
+    stored = world.reconcile(uid)
+
+    waiting = stored["status"]["containerStatuses"][0]["state"]["waiting"]
+    assert waiting["reason"] == "WaitingForCapacityBlock"
+    assert f"starts at {pod_status.timestamp(start)}" in waiting["message"]
+    assert world.ec2.calls["RunInstances"] == 0
+    assert world.queue.delays[-1] == (uid, 300.0)
+
+
+def test_a_capacity_block_of_another_type_or_an_ending_one_fails_the_pod() -> None:
+    world = BudgetWorld()
+    now = world.clock.now
+    define_block(
+        world, now - timedelta(hours=1), now + timedelta(hours=3), instance_type="p5.48xlarge"
+    )
+    wrong = world.create(block_pod())
+    failed = world.reconcile(wrong)
+    define_block(world, now - timedelta(days=1), now + timedelta(minutes=35))
+    late = world.create(block_pod("0b6f1c2e-0000-4000-8000-0000000000b2"))
+    ended = world.reconcile(late)
+
+    assert failed["status"]["reason"] == "InvalidAnnotation"
+    assert "holds p5.48xlarge, and the pod asks for m7i.large" in failed["status"]["message"]
+    assert ended["status"]["reason"] == "CapacityBlockEnded"
+    assert "too soon for this pod to run" in ended["status"]["message"]
+    assert world.ec2.calls["RunInstances"] == 0
+    assert world.ledger.month_summary().committed_usd == 0

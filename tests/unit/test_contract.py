@@ -429,3 +429,27 @@ def test_a_targeted_reservation_cannot_fall_back() -> None:
     message = rejections(p)[FALLBACK_INSTANCE_TYPES]
 
     assert "holds one instance type, so the pod cannot fall back" in message
+
+
+def test_a_capacity_block_pod_names_its_block_and_zone() -> None:
+    block = {
+        INSTANCE_TYPE: "p5.48xlarge",
+        LAUNCH_TYPE: "capacity-block",
+        "orca.research/capacity-reservation": "cr-0123456789abcdef0",
+        "orca.research/availability-zone": "us-east-1a",
+    }
+
+    spec = resolve(pod(block))
+
+    assert spec.market == "capacity-block"
+    assert spec.reservation == ReservationChoice.reservation("cr-0123456789abcdef0")
+    without_id = rejections(pod({**block, "orca.research/capacity-reservation": "group"}))
+    assert (
+        "goes into one capacity block, named by its reservation id"
+        in without_id["orca.research/capacity-reservation"]
+    )
+    without_zone = {k: v for k, v in block.items() if k != "orca.research/availability-zone"}
+    assert (
+        "pin the reservation's zone"
+        in rejections(pod(without_zone))["orca.research/capacity-reservation"]
+    )
