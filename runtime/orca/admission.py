@@ -106,6 +106,8 @@ class Admitted:
     def describe(self) -> str:
         """``at $0.10/h, holding $2.43 of the $99.00 left this month``, for the Event."""
         note = f" ({self.price_note})" if self.price_note else ""
+        if self.record.market == "capacity-block":
+            return "at no cost by the hour (the capacity block was paid for when it was bought)"
         return (
             f"at {hourly_rate(self.record.usd_per_hour)}{note}, holding "
             f"{cents(self.record.estimate_usd)} of the {cents(self.left_usd)} left this month"

@@ -298,9 +298,11 @@ class PodSpend:
                 tags.COST_AS_OF_ANNOTATION: pod_status.timestamp(ended),
             },
         )
+        price = f"at {hourly_rate(rate)}"
+        if settled.market == "capacity-block":
+            price = "in a capacity block, paid for when it was bought"
         self.events.normal(
             pod,
             "Cost",
-            f"{instance.instance_id} ran {ran} at {hourly_rate(rate)}: "
-            f"cost {cost_words(settled.cost_usd)}",
+            f"{instance.instance_id} ran {ran} {price}: cost {cost_words(settled.cost_usd)}",
         )

@@ -40,13 +40,15 @@ Extensions, each with its reason:
     and the zone of its subnet, and has a free slot (its count minus its live instances);
     otherwise it fails with ``ReservationCapacityExceeded``, and an unknown id fails with
     ``InvalidCapacityReservationId.NotFound``. The instance records its reservation
-    (``CapacityReservationId`` in DescribeInstances), and its slot frees once it is
+    (``CapacityReservationId`` in DescribeInstances, which waits for a RunInstances in
+    progress, as moto would otherwise list the instance half made), and its slot frees once it is
     shutting down or terminated. Reservations are not matched for ``open`` launches:
     ORCA's envelope makes only ``targeted`` reservations. A reservation defined with
     ``capacity_block=(start, end)`` is a Capacity Block for ML: it takes only launches of
     market type ``capacity-block`` (and they go nowhere else), only from its start until
     30 minutes before its end, when EC2 starts ending its instances (the emulator does not
-    end them). DescribeCapacityReservations (a 500 in moto) lists them all, with EC2's
+    end them); their instances' ``InstanceLifecycle`` is ``capacity-block`` (moto says
+    ``spot`` for any market). DescribeCapacityReservations (a 500 in moto) lists them, with EC2's
     ``ReservationType``, ``State`` (``scheduled``, ``active``, ``expired``), dates and
     free slots.
 (f) Terminating an instance that is already shutting down or terminated. EC2 accepts it
@@ -184,6 +186,15 @@ def install() -> None:
             return
         _original_run_instances = InstanceResponse.run_instances
         InstanceResponse.run_instances = _run_instances  # type: ignore[method-assign]
+        # moto lists a new instance before RunInstances has finished with it (its
+        # reservation slot, its lifecycle); EC2 shows it only as the launch left it.
+        _original_describe = InstanceResponse.describe_instances
+
+        def _describe_instances(response: InstanceResponse) -> ActionResult:
+            with _lock:
+                return _original_describe(response)
+
+        InstanceResponse.describe_instances = _describe_instances  # type: ignore[method-assign]
         # moto answers DescribeCapacityReservations with a 500; EC2Response finds it here.
         InstanceResponse.describe_capacity_reservations = (  # type: ignore[attr-defined]
             _describe_capacity_reservations
@@ -366,6 +377,11 @@ def _run_instances(self: InstanceResponse) -> ActionResult:
         result = _original_run_instances(self)
         reservation = result.result
         _apply_template_shutdown_behaviour(self, reservation)
+        market = (self._get_param("InstanceMarketOptions", {}) or {}).get("MarketType")
+        if market == "capacity-block":
+            # moto calls every instance with market options spot; EC2 names the block's.
+            for instance in reservation.instances:  # type: ignore[attr-defined]
+                instance.lifecycle = "capacity-block"
         if capacity_reservation is not None:
             for instance in reservation.instances:  # type: ignore[attr-defined]
                 _place(instance, capacity_reservation)

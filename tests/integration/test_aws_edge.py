@@ -671,3 +671,7 @@ def test_a_capacity_block_is_described_and_takes_capacity_block_launches_while_i
     assert on_demand_into_a_block.value.code == "InvalidParameterCombination"
     assert instance.capacity_reservation_id == running
     assert ec2.describe_capacity_reservation(running).available_count == 0
+    [listed] = ec2.get_instances([instance.instance_id])
+    assert (listed.capacity_reservation_id, listed.spot) == (running, False)
+    raw = aws_clients.ec2.describe_instances(InstanceIds=[instance.instance_id])
+    assert raw["Reservations"][0]["Instances"][0]["InstanceLifecycle"] == "capacity-block"

@@ -5,11 +5,13 @@ from __future__ import annotations
 import urllib.error
 import urllib.request
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from kubernetes import client
 
+from orca import status as pod_status
 from orca import tags
 from orca.aws.ec2 import Ec2
 from orca.aws.model import LaunchRequest, ReservationChoice
@@ -268,6 +270,34 @@ def test_no_capacity_for_a_type_in_any_zone_launches_the_pods_fallback_type(
         e["message"] for e in burst.events("default", "falls-back") if e["type"] == "Warning"
     ]
     assert any("trying the fallback instance type g6e.8xlarge" in m for m in warnings), warnings
+
+
+def test_a_pod_in_a_capacity_block_launches_into_it_and_stops_before_ec2_ends_the_block(
+    burst: Burst, local_aws: Any
+) -> None:
+    # g6e.16xlarge is used by no other test.
+    block = "cr-0b10c" + uuid.uuid4().hex[:12]
+    end = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=1)
+    local_aws.control.define_capacity_reservation(
+        block, "g6e.16xlarge", "us-east-1a", 1, capacity_block=(end - timedelta(days=1), end)
+    )
+    burst.start()
+    annotations = {
+        "orca.research/instance-type": "g6e.16xlarge",
+        "orca.research/launch-type": "capacity-block",
+        "orca.research/capacity-reservation": block,
+        "orca.research/availability-zone": "us-east-1a",
+    }
+    pod = burst.create(_cpu_pod("in-a-block", **annotations))
+    uid = pod["metadata"]["uid"]
+
+    [instance] = eventually(lambda: burst.instances(uid), timeout=60, what="a launch")
+
+    assert instance.capacity_reservation_id == block
+    stored = burst.pod("default", "in-a-block")
+    assert stored is not None
+    deadline = stored["metadata"]["annotations"][tags.DEADLINE_ANNOTATION]
+    assert deadline == pod_status.timestamp(end - timedelta(minutes=32))
 
 
 def test_health_and_metrics_endpoint_reports_readiness_and_launches(burst: Burst) -> None:

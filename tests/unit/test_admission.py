@@ -816,6 +816,7 @@ def test_a_pod_in_a_capacity_block_launches_into_it_costs_nothing_more_and_stops
     assert record is not None and (record.usd_per_hour, record.estimate_usd) == (0, 0)
     launching = [m for _, r, m in world.events.recorded if r == "Launching"]
     assert f"before EC2 ends the instances of capacity block {BLOCK}" in launching[0]
+    assert "at no cost by the hour (the capacity block was paid for" in launching[0]
 
 
 def test_a_pod_waits_for_its_capacity_block_to_start() -> None:
@@ -851,3 +852,36 @@ def test_a_capacity_block_of_another_type_or_an_ending_one_fails_the_pod() -> No
     assert "too soon for this pod to run" in ended["status"]["message"]
     assert world.ec2.calls["RunInstances"] == 0
     assert world.ledger.month_summary().committed_usd == 0
+
+
+def test_a_capacity_block_pod_runs_past_the_budget_and_its_cost_says_why_it_is_nothing() -> None:
+    world = BudgetWorld(monthly_usd=Decimal(10))
+    define_block(world, world.clock.now - timedelta(hours=1), world.clock.now + timedelta(hours=5))
+    in_block = world.create(block_pod())
+    world.reconcile(in_block)
+    spender = world.create(budget_pod())
+    world.reconcile(spender)
+    now = lowered(world, monthly_usd=Decimal("0.50"), over_limit="stop")
+    for uid in (in_block, spender):
+        instance_id = world.instance_of(uid).instance_id
+        now.observed.offer_report(report(uid, instance_id, 1, "Running", None), f"r-{uid}")
+        now.reconcile(uid)  # the report
+        now.reconcile(uid)  # found running after the restart
+    now.clock.now += timedelta(minutes=30)  # the spender's $0.90: past the ceiling of $0.55
+
+    now.admission.sweep()
+    stopped = now.reconcile(spender)
+    kept = now.reconcile(in_block)
+    instance = world.instance_of(in_block)
+    now.observed.offer_report(report(in_block, instance.instance_id, 2, "Succeeded", 0), "r2")
+    now.reconcile(in_block)
+    finished = now.reconcile(in_block)
+
+    assert stopped["status"]["reason"] == "BudgetExceeded"
+    assert kept["status"].get("phase") != "Failed"  # stopping it would save nothing
+    assert finished["status"]["phase"] == "Succeeded"
+    cost = [m for _, r, m in now.events.recorded if r == "Cost" and instance.instance_id in m]
+    assert cost == [
+        f"{instance.instance_id} ran 30m in a capacity block, paid for when it was bought: "
+        "cost $0.00"
+    ]
