@@ -68,12 +68,13 @@ def refusal(spec: LaunchSpec, settings: Settings, error: BaseException) -> Rejec
     else:
         return None
     choices = "open, none, group" if settings.capacity_reservation_group_arn else "open, none"
-    return Rejection(
-        CAPACITY_RESERVATION,
-        reservation,
-        f"{problem} ({error.code})",
-        f"{choices}, or the id of one of the department's own reservations",
-    )
+    allowed = f"{choices}, or the id of one of the department's own reservations"
+    if spec.market == "capacity-block":
+        allowed = (
+            f"the id of a capacity block the {settings.department} department bought, tagged "
+            "with its orca.research/department and orca.research/cluster"
+        )
+    return Rejection(CAPACITY_RESERVATION, reservation, f"{problem} ({error.code})", allowed)
 
 
 @dataclass(frozen=True)

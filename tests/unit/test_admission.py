@@ -885,3 +885,16 @@ def test_a_capacity_block_pod_runs_past_the_budget_and_its_cost_says_why_it_is_n
         f"{instance.instance_id} ran 30m in a capacity block, paid for when it was bought: "
         "cost $0.00"
     ]
+
+
+def test_a_capacity_block_ec2_does_not_know_fails_the_pod_naming_what_is_allowed() -> None:
+    world = BudgetWorld()
+    uid = world.create(block_pod())
+
+    stored = world.reconcile(uid)
+
+    assert stored["status"]["reason"] == "InvalidAnnotation"
+    message = stored["status"]["message"]
+    assert f"EC2 knows no capacity reservation {BLOCK} in us-east-1" in message
+    assert "the id of a capacity block the physics department bought, tagged" in message
+    assert world.ec2.calls["RunInstances"] == 0
