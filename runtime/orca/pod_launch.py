@@ -252,7 +252,7 @@ class PodLaunch:
                 "ask the account owner to raise the EC2 service quota for this instance family"
             )
             self.writer.wait(pod, "QuotaExceeded", message)
-            self.queue.add_after(pod["metadata"]["uid"], QUOTA_RETRY_SECONDS)
+            self.queue.defer(pod["metadata"]["uid"], QUOTA_RETRY_SECONDS)
             return
         except (NotFoundError, AuthError) as e:
             # Unless the pod's own reservation id is at fault, the envelope is broken, which
@@ -302,7 +302,7 @@ class PodLaunch:
                 "the pod waits and launches into it then"
             )
             self.writer.wait(pod, "WaitingForCapacityBlock", message)
-            self.queue.add_after(uid, min(max(wait, 5.0), CAPACITY_BLOCK_RECHECK_SECONDS))
+            self.queue.defer(uid, min(max(wait, 5.0), CAPACITY_BLOCK_RECHECK_SECONDS))
             return None
         return window.stop_by
 
@@ -323,7 +323,7 @@ class PodLaunch:
         except (MissingReference, InvalidPullSecret) as e:
             message = f"{e}; the pod waits until it exists"
             self.writer.wait(pod, "CreateContainerConfigError", message)
-            self.queue.add_after(pod["metadata"]["uid"], MISSING_REFERENCE_RETRY_SECONDS)
+            self.queue.defer(pod["metadata"]["uid"], MISSING_REFERENCE_RETRY_SECONDS)
             return None
 
     def _store_bundle(self, bundle: PodBundle, instance: Instance) -> None:
@@ -382,7 +382,7 @@ class PodLaunch:
             f"{self.settings.capacity_retry_seconds:.0f} s"
         )
         self.writer.wait(pod, "WaitingForCapacity", message)
-        self.queue.add_after(uid, self.settings.capacity_retry_seconds)
+        self.queue.defer(uid, self.settings.capacity_retry_seconds)
 
     def _record_instance(self, pod: Pod, instance: Instance) -> None:
         annotations: dict[str, str | None] = {tags.INSTANCE_ID_ANNOTATION: instance.instance_id}

@@ -105,7 +105,7 @@ class PodSpend:
                 self.writer.fail(pod, result.reason, result.message)
             else:
                 self.writer.wait(pod, result.reason, result.message)
-                self.queue.add_after(uid, result.retry_seconds)
+                self.queue.defer(uid, result.retry_seconds)
             return None
         if result.ran_already:
             log.warning(

@@ -124,9 +124,15 @@ class Reconciler:
             return
 
         annotations = pod["metadata"].get("annotations") or {}
+        launched = tags.INSTANCE_ID_ANNOTATION in annotations
+        # A pod told to wait (no capacity, no budget yet, a missing Secret) is tried again
+        # when its wait is over, not each time its own writes or a resync bring it back;
+        # an instance of it already running is still adopted at once.
+        if not launched and not live and self.queue.deferred(uid):
+            return
         if tags.LAUNCH_ATTEMPT_ANNOTATION not in annotations:
             self.launch.start(pod)
-        elif tags.INSTANCE_ID_ANNOTATION not in annotations:
+        elif not launched:
             self.launch.resume(pod, live)
         else:
             self._follow(pod, annotations[tags.INSTANCE_ID_ANNOTATION])

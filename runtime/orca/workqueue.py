@@ -30,6 +30,8 @@ class WorkQueue:
         self._processing: set[str] = set()
         self._dirty: set[str] = set()
         self._delayed: list[tuple[float, int, str]] = []
+        # Keys told to wait (defer): not to be acted on before these times.
+        self._not_before: dict[str, float] = {}
         self._failures: dict[str, int] = {}
         self._sequence = 0
         self._shutdown = False
@@ -52,6 +54,21 @@ class WorkQueue:
             self._sequence += 1
             heapq.heappush(self._delayed, (self.clock() + delay, self._sequence, key))
             self._cond.notify()
+
+    def defer(self, key: str, delay: float) -> None:
+        """Come back to ``key`` after ``delay`` and not before: until then :meth:`deferred`
+        says so, however often the key is queued for other reasons (its own writes, a
+        resync)."""
+        with self._cond:
+            now = self.clock()
+            self._not_before = {k: t for k, t in self._not_before.items() if t > now}
+            self._not_before[key] = now + delay
+        self.add_after(key, delay)
+
+    def deferred(self, key: str) -> bool:
+        """Whether ``key`` was told to wait (:meth:`defer`) and its time has not come."""
+        with self._cond:
+            return self.clock() < self._not_before.get(key, float("-inf"))
 
     def retry(self, key: str) -> float:
         """Queue ``key`` again after its backoff; returns the delay chosen."""

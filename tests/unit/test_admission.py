@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -36,8 +37,8 @@ LIFETIME = "58m"
 
 
 class RecordingQueue(WorkQueue):
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, clock: Callable[[], float]) -> None:
+        super().__init__(clock=clock)
         self.delays: list[tuple[str, float]] = []
 
     def add_after(self, key: str, delay: float) -> None:
@@ -88,7 +89,7 @@ class BudgetWorld(World):
         self.admission = Admission(
             self.budget, self.ledger, prices, Metrics("physics"), clock=self.clock
         )
-        self.queue = RecordingQueue()
+        self.queue = RecordingQueue(clock=lambda: self.clock().timestamp())
         self.wire(self.admission)
 
     def restarted(self) -> BudgetWorld:
@@ -348,6 +349,7 @@ def test_a_waiting_spot_pod_whose_max_price_was_raised_holds_at_the_new_price() 
     stored = world.pods.pods[uid]
     stored["metadata"]["annotations"]["orca.research/max-spot-price"] = "0.09"
     world.observed.remember_pod(copy.deepcopy(stored))
+    world.clock.now += timedelta(seconds=1)  # its wait for capacity is over
     world.reconcile(uid)
 
     record = world.ledger.find(uid)
@@ -513,6 +515,7 @@ def test_a_pod_waiting_for_capacity_keeps_one_hold() -> None:
 
     for _ in range(3):
         world.reconcile(uid)
+        world.clock.now += timedelta(seconds=1)  # past a wait for capacity
 
     assert world.ec2.calls["RunInstances"] == 3
     assert world.instance_of(uid).state == "pending"
@@ -552,6 +555,9 @@ def test_a_pod_whose_types_all_have_no_capacity_waits_then_starts_again_from_its
     waiting = stored["status"]["containerStatuses"][0]["state"]["waiting"]
     world.ec2.set_capacity("m7i.large", "us-east-1a", 1)
     world.ec2.set_capacity("m7i.large", "us-east-1b", 1)
+    world.reconcile(uid)  # brought back by its own writes: it waits
+    waited = world.ec2.calls["RunInstances"]
+    world.clock.now += timedelta(seconds=1)
     world.reconcile(uid)
 
     assert waiting["reason"] == "WaitingForCapacity"
@@ -559,6 +565,7 @@ def test_a_pod_whose_types_all_have_no_capacity_waits_then_starts_again_from_its
         "No on-demand capacity for any of m7i.large, m7i.xlarge in any of us-east-1a, "
         "us-east-1b; the pod waits"
     )
+    assert waited == 4
     assert world.instance_of(uid).instance_type == "m7i.large"
     assert world.ec2.calls["RunInstances"] == 5
 
@@ -575,6 +582,7 @@ def test_a_pod_whose_instance_type_changed_while_it_waited_holds_for_what_it_lau
     stored = world.pods.pods[uid]
     stored["metadata"]["annotations"]["orca.research/instance-type"] = "c7i.4xlarge"
     world.observed.remember_pod(copy.deepcopy(stored))
+    world.clock.now += timedelta(seconds=1)  # its wait for capacity is over
     world.reconcile(uid)
 
     record = world.ledger.find(uid)
@@ -832,6 +840,9 @@ def test_a_pod_waits_for_its_capacity_block_to_start() -> None:
     assert f"starts at {pod_status.timestamp(start)}" in waiting["message"]
     assert world.ec2.calls["RunInstances"] == 0
     assert world.queue.delays[-1] == (uid, 300.0)
+    world.reconcile(uid)  # its own writes bring it back: it is not looked at again yet
+    assert world.ec2.calls["DescribeCapacityReservations"] == 1
+    assert [r for _, r, _ in world.events.recorded].count("WaitingForCapacityBlock") == 1
 
 
 def test_a_capacity_block_of_another_type_or_an_ending_one_fails_the_pod() -> None:

@@ -135,8 +135,9 @@ class World:
         self.bundles = FakeBundles()
         self.reports = FakeReports()
         self.observed = Observed()
-        self.queue = WorkQueue()
         self.clock = Clock()
+        # The queue keeps the world's time: a pod told to wait is tried once it has passed.
+        self.queue = WorkQueue(clock=lambda: self.clock().timestamp())
         self.wire()
 
     def wire(self, admission: Admission | None = None) -> None:
@@ -485,8 +486,12 @@ def test_a_full_reservation_leaves_the_pod_pending_naming_the_reservation_and_zo
         "the pod waits and ORCA tries again every 1 s",
     )
 
+    world.reconcile(uid)  # brought back by its own status write: it waits its second
+    waited = world.ec2.calls["RunInstances"]
+    world.clock.now += timedelta(seconds=1)
     world.reconcile(uid)
 
+    assert waited == 1
     request = world.ec2.request_of(world.instance_of(uid).instance_id)
     assert request.reservation.reservation_id == RESERVATION
     assert request.subnet_id == DEFAULT_SUBNETS[1].subnet_id

@@ -63,3 +63,19 @@ def test_shutdown_releases_waiting_workers() -> None:
     queue.shutdown()
 
     assert queue.get() is None
+
+
+def test_a_deferred_key_says_so_until_its_time_though_it_is_queued_meanwhile() -> None:
+    clock = Clock()
+    queue = WorkQueue(clock=clock)
+
+    queue.defer("waiting", 60)
+    queue.add("waiting")  # its own status write brings it back at once
+    early = (queue.get(timeout=0), queue.deferred("waiting"))
+    queue.done("waiting")
+    clock.now = 60.0
+    due = (queue.get(timeout=0), queue.deferred("waiting"))
+
+    assert early == ("waiting", True)
+    assert due == ("waiting", False)
+    assert not queue.deferred("never-deferred")
