@@ -120,12 +120,16 @@ def block_window(spec: LaunchSpec, block: CapacityReservation, now: datetime) ->
     if block.state in ("scheduled", "payment-pending") or now < block.start:
         return BlockWindow(starts=block.start)
     stop_by = block.end - CAPACITY_BLOCK_ENDING - DEADLINE_GRACE
+    least = CAPACITY_BLOCK_ENDING + DEADLINE_GRACE + CAPACITY_BLOCK_SHORTEST_RUN
     if block.state != "active" or stop_by - now < CAPACITY_BLOCK_SHORTEST_RUN:
+        left = max(int((block.end - now).total_seconds() // 60), 0)
         return refused(
-            f"the capacity block ends at {iso(block.end)} (it is {block.state}), and EC2 ends "
-            f"its instances {CAPACITY_BLOCK_ENDING.seconds // 60} minutes before: too soon "
-            "for this pod to run",
-            "a capacity block that is active or scheduled",
+            f"the capacity block ends at {iso(block.end)}, in {left} minutes (it is "
+            f"{block.state}); EC2 starts ending its instances "
+            f"{CAPACITY_BLOCK_ENDING.seconds // 60} minutes before, which leaves this pod "
+            f"less than the {CAPACITY_BLOCK_SHORTEST_RUN.seconds // 60} minutes it needs",
+            f"a capacity block with more than {least.seconds // 60} minutes left, or one not "
+            "started yet",
             reason="CapacityBlockEnded",
         )
     return BlockWindow(stop_by=stop_by.replace(microsecond=0))

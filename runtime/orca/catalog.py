@@ -132,8 +132,11 @@ class Catalog:
         alone ranks below unrelated types of the same size.
         """
         family, _, size = name.lower().partition(".")
+        # Only for a family that has no types of its own: m7i.xlarg is m7i.xlarge misspelt,
+        # not a variant of m7i (m7i-flex).
+        bare = not any(t.family == family for t in self)
         variants = sorted(
-            (t.name for t in self if t.family.startswith(family + "-")),
+            (t.name for t in self if bare and t.family.startswith(family + "-")),
             key=lambda other: (other.partition(".")[2] != size, other),
         )
         same_but_case = [other for other in self._types if other.lower() == name.lower()]

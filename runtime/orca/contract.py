@@ -445,6 +445,7 @@ class _Resolver:
         if raw is None:
             return ()
         names = [name.strip() for name in raw.split(",") if name.strip()]
+        spaced = [name for name in names if len(name.split()) > 1]
         allowed = (
             f"a comma list of up to {MAX_FALLBACK_INSTANCE_TYPES} exact EC2 instance types, "
             f"other than {INSTANCE_TYPE} and each once, that the department allows and the "
@@ -453,6 +454,9 @@ class _Resolver:
         problems: list[str] = []
         if not names:
             problems.append("names no instance type")
+        if spaced:
+            problems.append(f"separate the types with commas, not spaces ({spaced[0]!r})")
+            names = [n for name in names for n in name.split()]
         if len(names) > MAX_FALLBACK_INSTANCE_TYPES:
             problems.append(f"names {len(names)} types")
         if first is not None and first.name in names:

@@ -350,7 +350,9 @@ def department_cost(
             pods.setdefault(entry.pod_uid, []).append((entry, spent, secs))
 
     costs = [_pod_cost(department, parts, now) for parts in pods.values()]
-    counted = [c for c in costs if c.spent_usd or c.held_usd]
+    # A pod that ran in the period is listed even at no cost (a capacity block's); a hold
+    # given back before any launch is not.
+    counted = [c for c in costs if c.spent_usd or c.held_usd or c.seconds > 0]
     names = {n.namespace for m in months for n in m.summary.namespaces}
     names |= {c.namespace for c in counted}
     namespaces = tuple(

@@ -58,11 +58,14 @@ CAPACITY_BLOCK_RECHECK_SECONDS = 300.0
 def describe_instance(instance: Instance) -> str:
     """``i-0abc m7i.large spot in us-east-1a``, and its capacity reservation if any."""
     market = "spot" if instance.spot else "on-demand"
+    if instance.capacity_block:
+        market = "capacity-block"
     described = (
         f"{instance.instance_id} {instance.instance_type} {market} in {instance.availability_zone}"
     )
     if instance.capacity_reservation_id:
-        described += f" (capacity reservation {instance.capacity_reservation_id})"
+        kind = "capacity block" if instance.capacity_block else "capacity reservation"
+        described += f" ({kind} {instance.capacity_reservation_id})"
     return described
 
 

@@ -289,7 +289,7 @@ class PodSpend:
         rate = settled.settled_usd_per_hour or settled.usd_per_hour
         ran_seconds = int(seconds(ended - instance.launch_time))
         ran = duration(ran_seconds)
-        if ran_seconds < MINIMUM_BILLED_SECONDS:
+        if ran_seconds < MINIMUM_BILLED_SECONDS and settled.market != "capacity-block":
             ran += f" (billed {duration(MINIMUM_BILLED_SECONDS)}, EC2's minimum)"
         self.writer.annotate(
             pod,

@@ -154,6 +154,8 @@ class FakeEc2:
                 tags=dict(req.tags),
                 private_ip=f"10.0.0.{next(self._ips) % 250 + 2}",
                 spot=req.market == "spot",
+                capacity_block=req.market == "capacity-block",
+                capacity_reservation_id=req.reservation.reservation_id,
                 arn=instance_arn("aws", "us-east-1", ACCOUNT, instance_id),
             )
             self._instances[instance.instance_id] = instance

@@ -825,6 +825,8 @@ def test_a_pod_in_a_capacity_block_launches_into_it_costs_nothing_more_and_stops
     launching = [m for _, r, m in world.events.recorded if r == "Launching"]
     assert f"before EC2 ends the instances of capacity block {BLOCK}" in launching[0]
     assert "at no cost by the hour (the capacity block was paid for" in launching[0]
+    [launched] = [m for _, r, m in world.events.recorded if r == "Launched"]
+    assert launched.endswith(f"m7i.large capacity-block in us-east-1a (capacity block {BLOCK})")
 
 
 def test_a_pod_waits_for_its_capacity_block_to_start() -> None:
@@ -860,7 +862,10 @@ def test_a_capacity_block_of_another_type_or_an_ending_one_fails_the_pod() -> No
     assert failed["status"]["reason"] == "InvalidAnnotation"
     assert "holds p5.48xlarge, and the pod asks for m7i.large" in failed["status"]["message"]
     assert ended["status"]["reason"] == "CapacityBlockEnded"
-    assert "too soon for this pod to run" in ended["status"]["message"]
+    assert (
+        "ends at 2026-12-03T19:35:00Z, in 35 minutes (it is active)" in ended["status"]["message"]
+    )
+    assert "a capacity block with more than 42 minutes left" in ended["status"]["message"]
     assert world.ec2.calls["RunInstances"] == 0
     assert world.ledger.month_summary().committed_usd == 0
 

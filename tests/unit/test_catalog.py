@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Iterator
@@ -460,3 +461,13 @@ def test_cache_keeps_the_last_live_catalog_when_a_refresh_fails(
 
     assert cache.is_live
     assert "keeping the instance catalog read earlier" in caplog.text
+
+
+def test_a_misspelt_size_of_a_known_family_is_not_taken_for_a_variant(shipped: Catalog) -> None:
+    large = shipped.get("m7i.large")
+    assert large is not None
+    flex = dataclasses.replace(large, name="m7i-flex.12xlarge")
+    catalog = Catalog([*shipped, flex])
+
+    assert catalog.close_matches("m7i.xlarg")[0] == "m7i.xlarge"
+    assert catalog.close_matches("p6.48xlarge")[0] == "p6-b200.48xlarge"

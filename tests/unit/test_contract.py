@@ -453,3 +453,12 @@ def test_a_capacity_block_pod_names_its_block_and_zone() -> None:
         "pin the reservation's zone"
         in rejections(pod(without_zone))["orca.research/capacity-reservation"]
     )
+
+
+def test_fallback_types_separated_by_spaces_are_told_to_use_commas() -> None:
+    message = rejections(
+        pod({INSTANCE_TYPE: "m7i.large", FALLBACK_INSTANCE_TYPES: "m7i.xlarge c7i.large"})
+    )[FALLBACK_INSTANCE_TYPES]
+
+    assert "separate the types with commas, not spaces ('m7i.xlarge c7i.large')" in message
+    assert "no such EC2 instance type" not in message

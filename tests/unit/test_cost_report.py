@@ -305,6 +305,27 @@ def test_what_is_left_of_a_month_keeps_out_what_last_months_pods_may_spend_in_it
     assert settled.left_usd == Decimal(10) - Decimal("1.8") - Decimal("0.03")
 
 
+def test_a_pod_that_ran_at_no_cost_is_listed_and_a_hold_given_back_is_not(
+    table: FakeLedgerTable,
+) -> None:
+    ledger = ledger_for(table, "physics")
+    ledger.hold("blk", "ml", "in-a-block", "p5.48xlarge", "capacity-block", Decimal(0), HOUR,
+                Decimal(500), month="2026-12")  # fmt: skip
+    run_for(datetime(2026, 12, 2, 9, tzinfo=UTC), 2, ledger, "blk", "0")
+    hold(ledger, "gone", "ml", "3.6")
+    ledger.release("gone")
+
+    (department,) = report_of(ledger).departments
+
+    [pod] = department.pods
+    assert (pod.name, pod.market, pod.spent_usd, pod.seconds) == (
+        "in-a-block",
+        "capacity-block",
+        0,
+        2 * HOUR,
+    )
+
+
 def test_a_minimum_billed_run_of_no_length_belongs_to_its_launch_moment() -> None:
     at = datetime(2026, 12, 5, 10, tzinfo=UTC)
     entry = PodEntry(

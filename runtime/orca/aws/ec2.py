@@ -311,6 +311,7 @@ def instance_from_api(raw: Mapping[str, Any]) -> Instance:
         tags={tag["Key"]: tag["Value"] for tag in raw.get("Tags", [])},
         private_ip=raw.get("PrivateIpAddress") or None,
         spot=raw.get("InstanceLifecycle") == "spot",
+        capacity_block=raw.get("InstanceLifecycle") == "capacity-block",
         state_reason=reason,
         capacity_reservation_id=raw.get("CapacityReservationId") or None,
         ended_at=_ended_at(raw),

@@ -78,6 +78,8 @@ class Instance:
     tags: Mapping[str, str] = field(default_factory=dict)
     private_ip: str | None = None
     spot: bool = False
+    # Launched into a capacity block (EC2's InstanceLifecycle capacity-block).
+    capacity_block: bool = False
     state_reason: str | None = None
     # The capacity reservation the instance runs in, if any.
     capacity_reservation_id: str | None = None
