@@ -704,6 +704,8 @@ class LocalAwsControl(aws_pricing.PricingControl):
     def inject_capacity_error(
         self, instance_type: str, zone: str | None = None, times: int | None = None
     ) -> None:
+        """RunInstances of ``instance_type`` fails with InsufficientInstanceCapacity in
+        ``zone`` (None: every zone), ``times`` times (None: until cleared)."""
         body = {"instanceType": instance_type, "zone": zone, "times": times}
         self._call("POST", "capacity-errors", body)
 
@@ -723,6 +725,8 @@ class LocalAwsControl(aws_pricing.PricingControl):
         *,
         capacity_block: tuple[datetime, datetime] | None = None,
     ) -> None:
+        """A targeted reservation of ``count`` instances of a type in a zone (in the group
+        ``group_arn`` if given); with ``capacity_block=(start, end)``, a capacity block."""
         body: dict[str, Any] = {
             "id": reservation_id,
             "instanceType": instance_type,
