@@ -57,7 +57,7 @@ def report_json(report: CostReport) -> dict[str, Any]:
     }
 
 
-def _figures(of: CostReport | DepartmentCost) -> dict[str, str | None]:
+def _figures(of: CostReport | DepartmentCost | MonthCost) -> dict[str, str | None]:
     return {
         "spent_usd": amount(of.spent_usd),
         "held_usd": amount(of.held_usd),
@@ -81,13 +81,9 @@ def _department_json(department: DepartmentCost) -> dict[str, Any]:
 def _month_json(month: MonthCost) -> dict[str, Any]:
     return {
         "month": month.month,
-        "spent_usd": amount(month.spent_usd),
-        "held_usd": amount(month.held_usd),
-        "committed_usd": amount(month.committed_usd),
-        "budget_usd": amount(month.limit_usd),
-        # What pods admitted the month before may still spend in this one.
+        **_figures(month),
+        # What pods admitted the months before may still spend in this one.
         "carried_in_usd": amount(month.carried_usd),
-        "left_usd": amount(month.left_usd),
     }
 
 

@@ -205,7 +205,8 @@ class MonthCost:
         return self.summary.committed_usd
 
     @property
-    def limit_usd(self) -> Decimal | None:
+    def budget_usd(self) -> Decimal | None:
+        """The limit the month's last hold was checked against."""
         return self.summary.limit_usd
 
     @property
@@ -215,9 +216,9 @@ class MonthCost:
     @property
     def left_usd(self) -> Decimal | None:
         """What new holds may still take: what admission would find left."""
-        if self.limit_usd is None:
+        if self.budget_usd is None:
             return None
-        return max(self.limit_usd - self.committed_usd - self.carried_usd, _ZERO)
+        return max(self.budget_usd - self.committed_usd - self.carried_usd, _ZERO)
 
     def namespace_share_usd(self, name: str) -> Decimal | None:
         found = self._namespace(name)
@@ -252,7 +253,7 @@ class DepartmentCost:
     @property
     def budget_usd(self) -> Decimal | None:
         """The months' budgets added up; None while any month has none recorded."""
-        return _sum_known(m.limit_usd for m in self.months)
+        return _sum_known(m.budget_usd for m in self.months)
 
     @property
     def left_usd(self) -> Decimal | None:
