@@ -246,14 +246,6 @@ class Admission:
             self._forget(uid)
         price_note: str | None = None
         if record is None or record.state is HoldState.RELEASED:
-            # A pod in a capacity block adds nothing to what the month spends.
-            refused = (
-                self._over_budget(f"{namespace}/{name}")
-                if spec.market != "capacity-block"
-                else None
-            )
-            if refused is not None:
-                return refused
             try:
                 price = self.hold_price(spec)
             except PriceUnknownError as e:
@@ -263,6 +255,11 @@ class Admission:
                     f"and ORCA tries again every {self.budget.retry_seconds:.0f} s"
                 )
                 return Refused("PriceUnknown", message, self.budget.retry_seconds, fail=False)
+            # A pod that costs nothing by the hour (a capacity block's) adds nothing to the
+            # month's spend, so spend past the budget does not keep it back.
+            refused = self._over_budget(f"{namespace}/{name}") if price.usd_per_hour else None
+            if refused is not None:
+                return refused
             caps = self.budget.namespace_caps.get(namespace)
             with self._caps_lock if caps is not None else contextlib.nullcontext():
                 if caps is not None:

@@ -444,19 +444,18 @@ class _Resolver:
         raw = self.annotations.get(FALLBACK_INSTANCE_TYPES)
         if raw is None:
             return ()
-        names = [name.strip() for name in raw.split(",") if name.strip()]
-        spaced = [name for name in names if len(name.split()) > 1]
         allowed = (
             f"a comma list of up to {MAX_FALLBACK_INSTANCE_TYPES} exact EC2 instance types, "
             f"other than {INSTANCE_TYPE} and each once, that the department allows and the "
             "pod fits, e.g. p5e.48xlarge,p4d.24xlarge"
         )
         problems: list[str] = []
+        spaced = next((n.strip() for n in raw.split(",") if len(n.split()) > 1), None)
+        if spaced:
+            problems.append(f"separate the types with commas, not spaces ({spaced!r})")
+        names = raw.replace(",", " ").split()
         if not names:
             problems.append("names no instance type")
-        if spaced:
-            problems.append(f"separate the types with commas, not spaces ({spaced[0]!r})")
-            names = [n for name in names for n in name.split()]
         if len(names) > MAX_FALLBACK_INSTANCE_TYPES:
             problems.append(f"names {len(names)} types")
         if first is not None and first.name in names:
@@ -471,22 +470,18 @@ class _Resolver:
             )
         fallbacks: list[Fallback] = []
         for name in dict.fromkeys(names):
-            problem = self._fallback_problem(name)
-            if problem is not None:
-                problems.append(f"{name}: {problem}")
-                continue
-            instance_type = self.catalog.get(name)
-            assert instance_type is not None
-            kind = launch_template_kind(instance_type)
-            if first is None or name != first.name:
-                fallbacks.append(Fallback(instance_type, kind))
+            fallback = self._fallback(name)
+            if isinstance(fallback, str):
+                problems.append(f"{name}: {fallback}")
+            else:
+                fallbacks.append(fallback)
         if problems:
             self.reject(FALLBACK_INSTANCE_TYPES, "; ".join(problems), allowed)
             return ()
         return tuple(fallbacks)
 
-    def _fallback_problem(self, name: str) -> str | None:
-        """Why a fallback type cannot be launched for this pod, or None."""
+    def _fallback(self, name: str) -> Fallback | str:
+        """The fallback ``name``, or why it cannot be launched for this pod."""
         instance_type = self.catalog.get(name)
         if instance_type is None:
             hints = self.catalog.close_matches(name, n=1)
@@ -499,8 +494,10 @@ class _Resolver:
         try:
             shortfalls = fits(effective_requests(dict(self.spec)), instance_type)
         except InvalidResourceQuantity:
-            return None  # named once, against the first choice
-        return "the pod does not fit: " + "; ".join(shortfalls) if shortfalls else None
+            shortfalls = []  # named once, against the first choice
+        if shortfalls:
+            return "the pod does not fit: " + "; ".join(shortfalls)
+        return Fallback(instance_type, kind)
 
     def _launch_template_kind(self, instance_type: InstanceType | None) -> str | None:
         if instance_type is None:

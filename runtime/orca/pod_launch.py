@@ -57,11 +57,9 @@ CAPACITY_BLOCK_RECHECK_SECONDS = 300.0
 
 def describe_instance(instance: Instance) -> str:
     """``i-0abc m7i.large spot in us-east-1a``, and its capacity reservation if any."""
-    market = "spot" if instance.spot else "on-demand"
-    if instance.capacity_block:
-        market = "capacity-block"
     described = (
-        f"{instance.instance_id} {instance.instance_type} {market} in {instance.availability_zone}"
+        f"{instance.instance_id} {instance.instance_type} {instance.market} in "
+        f"{instance.availability_zone}"
     )
     if instance.capacity_reservation_id:
         kind = "capacity block" if instance.capacity_block else "capacity reservation"

@@ -271,6 +271,7 @@ class PodSpend:
             launch_time=record.launched_at or record.held_at,
             tags={tags.POD_UID: record.pod_uid},
             spot=record.market == "spot",
+            capacity_block=record.market == "capacity-block",
             ended_at=ended,
         )
 

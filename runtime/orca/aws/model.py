@@ -94,6 +94,12 @@ class Instance:
     def live(self) -> bool:
         return self.state in LIVE_STATES
 
+    @property
+    def market(self) -> Market:
+        if self.capacity_block:
+            return "capacity-block"
+        return "spot" if self.spot else "on-demand"
+
 
 def instance_arn(partition: str, region: str, account: str, instance_id: str) -> str:
     """The instance's ARN, as IAM resolves ``${ec2:SourceInstanceARN}`` for its role."""
